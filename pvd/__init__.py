@@ -1,0 +1,35 @@
+"""pvd: progressive volume distillation between radiance-field architectures.
+
+The package imports lazily so that ``pvd --help`` starts without loading torch; every name in
+``__all__`` is importable as usual (``from pvd import SceneSpec``).
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__version__ = "0.1.0"
+
+#: public name → module that defines it
+_LAZY = {
+    "SceneSpec": "architectures.io",
+    "Cameras": "pvd.cameras",
+    "Dataset": "pvd.data",
+    "load_dataset": "pvd.data",
+    "OccupancyGrid": "pvd.render",
+    "RenderSettings": "pvd.render",
+    "render_image": "pvd.render",
+    "train": "pvd.train",
+    "evaluate": "pvd.metrics",
+    "scenes": "pvd.scenes",
+}
+
+__all__ = ["__version__", *_LAZY]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        module = importlib.import_module(_LAZY[name])
+        return module if name == module.__name__.rsplit(".", 1)[-1] else getattr(module, name)
+    raise AttributeError(f"module 'pvd' has no attribute {name!r}")
