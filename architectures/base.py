@@ -191,12 +191,21 @@ class RadianceField(nn.Module):
         return activate_density(self.sigma_raw(x), self.config.sigma_clip)
 
     def regularizer(self) -> torch.Tensor:
-        """The architecture's own regulariser (TV, L1, …); zero where it has none."""
+        """The architecture's own regulariser (TV, L1, …), already weighted by the weights in its
+        config (so trainers only add ``recipe_weight · regularizer()``); zero where it has none."""
         return self.aabb.new_zeros(())
 
     def param_groups(self, base_lr: float) -> list[dict[str, Any]]:
         """Optimizer parameter groups; architectures with mixed parts override the rates."""
         return [{"params": [p for p in self.parameters() if p.requires_grad], "lr": base_lr}]
+
+    def on_train_step(self, step: int, total_steps: int) -> bool:
+        """Architecture-specific training mechanics, called by trainers before each step.
+
+        Returns True when the parameter tensors were replaced (e.g. TensoRF upsampling its
+        factors), so the trainer must rebuild its optimizer. The default does nothing.
+        """
+        return False
 
     # -- helpers --------------------------------------------------------------------------
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
