@@ -10,6 +10,10 @@ lazily, tensorly)::
 """
 
 from . import hashgrid  # noqa: F401  (registers the architecture)
+from . import mflod  # noqa: F401
+from . import mulfagrid  # noqa: F401
+from . import mlp  # noqa: F401
+from . import plenoxels  # noqa: F401
 from .base import (
     ArchitectureError,
     CanonicalField,

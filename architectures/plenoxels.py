@@ -1,0 +1,166 @@
+"""Plenoxels (Fridovich-Keil, Yu et al., CVPR 2022): a voxel grid of densities and SH colours.
+
+Storage: one dense vertex grid ``grid`` of shape ``[28, R, R, R]`` (channel, x, y, z). Channel 0
+is ``sigma_raw``; channels 1..27 are the degree-2 SH coefficients (9 per colour), all 9 of red,
+then green, then blue — svox2's ``sh_data.reshape(N, 3, basis_dim)`` order. Vertex ``(i, j, k)``
+sits at ``aabb_min + (i, j, k) / (R − 1) · (aabb_max − aabb_min)`` (``align_corners`` semantics,
+as the reference PVD code's ``grid_sample(align_corners=True)``); :meth:`Plenoxels.vertex_positions`
+lists them in storage order (``k`` fastest).
+
+- φ¹(x) = trilinear interpolation of the raw 28 channels (Plenoxels §3.2: "trilinear
+  interpolation … of the stored opacity and SH coefficients") → ``v`` ``[N, 28]``.
+- φ²(v, d): ``sigma = trunc_exp(sigma_raw)`` and per colour channel
+  ``rgb_c = sigmoid(Σ_k SH_k(d) · c_{c,k})`` with the first 9 real SH of
+  :func:`~architectures.components.sh_encode` (Plenoxels eq. 1 evaluated per channel). There is
+  no learned decoder (``canonical = False``): distillation aligns ``sigma_raw`` and the colour.
+- Regulariser (Plenoxels eq. 3–4; svox2 ``loss_kernel.cu``): total variation
+  ``TV = Σ_v Σ_c sqrt(1e-5 + (s·Δx)² + (s·Δy)² + (s·Δz)²)``, ``Δ`` the forward differences to the
+  +x, +y, +z neighbour, ``s = R / 256`` (svox2's ``calculate_ray_scale``), summed over a fresh
+  random subset of cells at every call (svox2's ``tv_sparsity`` = 1 % of the cells) and weighted
+  per cell, so a weight means what svox2's ``lambda_tv`` (1e-5, density) and ``lambda_tv_sh``
+  (1e-3, all 27 SH channels) mean (``opt/configs/syn.json``). Plus an optional L1 sparsity
+  ``l1_density_weight · Σ sigma`` over the same cells (off by default).
+
+pvd's choices (ARCHITECTURES.md "Plenoxels"):
+
+- Activations of the reference PVD code, not svox2's: ``trunc_exp`` instead of ReLU for density
+  and ``sigmoid`` instead of ``clamp_min(· + 0.5, 0)`` for colour, so ``sigma_raw`` lives in the
+  same log space as every other architecture's and a warm start can fit colours in logit space.
+- Dense grid (cpu 64³, paper 128³ as the reference PVD code), no sparse ``links`` and no
+  coarse-to-fine upsampling (svox2 goes 256³ → 512³); pruning by occupancy is later work.
+- Init: ``sigma_raw = ln(init_sigma)`` with svox2's ``--init_sigma 0.1`` (``sigma_raw ≈ −2.30``:
+  space starts nearly empty, transmittance 0.67 over a 4-unit ray, while ``trunc_exp``'s slope of
+  0.1 still lets gradients in); SH coefficients 0 (svox2's ``--init_rgb 0.0``: grey, ``rgb = 0.5``).
+- TV cells are drawn independently (``torch.randint`` on the default generator, so a seed fixes
+  them) among the ``(R − 1)³`` cells that have all three neighbours; svox2 takes one contiguous
+  random run of cells for memory locality. ``tv_fraction = 1`` uses every cell.
+- One parameter tensor at the recipe's learning rate (the reference PVD code's single Adam group);
+  svox2's separate RMSprop density rate is specific to its optimiser.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import torch
+from torch import nn
+
+from .base import FieldConfig, RadianceField, check_points, require
+from .components import activate_density, sh_encode, trilinear_dense
+from .registry import register
+
+#: SH basis functions per colour channel (degree 2, as svox2's default ``basis_dim = 9``).
+SH_BASIS = 9
+#: svox2 scales neighbour differences by ``R / 256`` so TV weights mean the same at any resolution.
+TV_REFERENCE_RESOLUTION = 256
+#: The ``1e-5`` under svox2's TV square root (keeps the gradient finite on flat regions).
+TV_EPS = 1e-5
+
+
+@dataclasses.dataclass
+class PlenoxelsConfig(FieldConfig):
+    """Dense Plenoxels grid. Defaults are the ``paper`` preset (the reference PVD code's 128³).
+
+    ``resolution``: vertices per axis; ``init_sigma``: initial density (σ units);
+    ``tv_density_weight`` / ``tv_sh_weight``: per-cell TV weights; ``tv_fraction``: share of the
+    cells each :meth:`Plenoxels.regularizer` call draws; ``l1_density_weight``: L1 on density.
+    """
+
+    resolution: int = 128
+    init_sigma: float = 0.1
+    tv_density_weight: float = 1e-5
+    tv_sh_weight: float = 1e-3
+    tv_fraction: float = 0.01
+    l1_density_weight: float = 0.0
+
+    def validate(self) -> None:
+        super().validate()
+        require(
+            2 <= self.resolution <= 512,
+            f"resolution must be in 2..512, got {self.resolution}",
+        )
+        require(
+            math.isfinite(self.init_sigma) and self.init_sigma > 0,
+            f"init_sigma must be a positive density, got {self.init_sigma}",
+        )
+        for key in ("tv_density_weight", "tv_sh_weight", "l1_density_weight"):
+            value = getattr(self, key)
+            require(math.isfinite(value) and value >= 0, f"{key} must be >= 0, got {value}")
+        require(
+            0.0 < self.tv_fraction <= 1.0,
+            f"tv_fraction must be in (0, 1], got {self.tv_fraction}",
+        )
+
+
+@register
+class Plenoxels(RadianceField):
+    """Dense Plenoxels grid with SH colour and no learned decoder (see module docstring)."""
+
+    arch = "plenoxels"
+    config_class = PlenoxelsConfig
+    feature_dim = 1 + 3 * SH_BASIS
+    canonical = False
+
+    def __init__(self, config: PlenoxelsConfig) -> None:
+        super().__init__(config)
+        r = config.resolution
+        grid = torch.zeros(self.feature_dim, r, r, r)
+        grid[0] = math.log(config.init_sigma)
+        self.grid = nn.Parameter(grid)
+
+    # -- φ¹ / φ² ----------------------------------------------------------------------------
+    def phi1(self, x: torch.Tensor) -> torch.Tensor:
+        return trilinear_dense(self.grid, self.normalize(x))
+
+    def phi2(self, v: torch.Tensor, d: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        sigma = activate_density(v[:, 0], self.config.sigma_clip)
+        coefficients = v[:, 1:].view(-1, 3, SH_BASIS)
+        basis = sh_encode(d, degree=3)  # degree = number of bands: 3 bands → 9 functions
+        rgb = torch.sigmoid((coefficients * basis[:, None, :]).sum(-1))
+        return sigma, rgb
+
+    def sigma_raw(self, x: torch.Tensor) -> torch.Tensor:
+        """Interpolates the density channel alone (1 of 28 channels: the cheap path)."""
+        check_points(x, "x")
+        return trilinear_dense(self.grid[:1], self.normalize(x))[:, 0]
+
+    # -- training ---------------------------------------------------------------------------
+    def regularizer(self) -> torch.Tensor:
+        """Weighted TV on density and SH plus L1 on density over random cells (module docstring)."""
+        c = self.config
+        r = c.resolution
+        flat = self.grid.view(self.feature_dim, -1)
+        cells = self._tv_cells()
+        here = flat[:, cells]
+        scale = r / TV_REFERENCE_RESOLUTION
+        squared = sum(
+            ((flat[:, cells + stride] - here) * scale) ** 2 for stride in (r * r, r, 1)
+        )
+        tv = torch.sqrt(TV_EPS + squared).sum(dim=1)  # per channel, summed over the cells
+        total = c.tv_density_weight * tv[0] + c.tv_sh_weight * tv[1:].sum()
+        if c.l1_density_weight > 0:
+            total = total + c.l1_density_weight * activate_density(here[0], c.sigma_clip).sum()
+        return total
+
+    def _tv_cells(self) -> torch.Tensor:
+        """Flat indices of the lower corners of the cells the regulariser visits this call."""
+        r = self.config.resolution
+        device = self.grid.device
+        if self.config.tv_fraction >= 1.0:
+            ijk = torch.arange(r - 1, device=device)
+            i, j, k = torch.meshgrid(ijk, ijk, ijk, indexing="ij")
+            return (i * r * r + j * r + k).flatten()
+        count = max(1, round(self.config.tv_fraction * (r - 1) ** 3))
+        i, j, k = torch.randint(0, r - 1, (3, count), device=device)
+        return i * r * r + j * r + k
+
+    # -- helpers ----------------------------------------------------------------------------
+    def vertex_positions(self) -> torch.Tensor:
+        """Model-space positions ``[R³, 3]`` of the vertices in storage order (``z`` fastest),
+        so ``grid.view(28, -1)[:, n]`` is the value stored at ``vertex_positions()[n]``."""
+        r = self.config.resolution
+        steps = torch.linspace(0.0, 1.0, r, device=self.aabb.device)
+        u = torch.stack(torch.meshgrid(steps, steps, steps, indexing="ij"), dim=-1).view(-1, 3)
+        lo, hi = self.aabb[0], self.aabb[1]
+        return lo + u * (hi - lo)
