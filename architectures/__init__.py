@@ -9,11 +9,14 @@ lazily, tensorly)::
     v = field.phi1(x)                 # volume features; field.density(x) for density only
 """
 
-from . import hashgrid  # noqa: F401  (registers the architecture)
-from . import mflod  # noqa: F401
-from . import mulfagrid  # noqa: F401
-from . import mlp  # noqa: F401
-from . import plenoxels  # noqa: F401
+from . import (
+    hashgrid,  # noqa: F401  (registers the architecture)
+    mflod,  # noqa: F401
+    mlp,  # noqa: F401
+    mulfagrid,  # noqa: F401
+    plenoxels,  # noqa: F401
+    tensorf,  # noqa: F401
+)
 from .base import (
     ArchitectureError,
     CanonicalField,

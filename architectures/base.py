@@ -178,7 +178,9 @@ class RadianceField(nn.Module):
         check_points(x, "x")
         check_points(d, "d")
         if d.shape[0] != x.shape[0]:
-            raise ValueError(f"x and d must have the same length, got {x.shape[0]} and {d.shape[0]}")
+            raise ValueError(
+                f"x and d must have the same length, got {x.shape[0]} and {d.shape[0]}"
+            )
         return self.phi2(self.phi1(x), d)
 
     def sigma_raw(self, x: torch.Tensor) -> torch.Tensor:

@@ -28,7 +28,7 @@ from typing import Any
 import torch
 
 from .base import ArchitectureError, ConfigError, RadianceField, require
-from .registry import get
+from .registry import UnknownArchitectureError, get
 
 #: Version of the checkpoint layout written by this code. Bump it when the layout changes and
 #: keep reading (or refuse by name) the older ones.
@@ -72,7 +72,9 @@ class SceneSpec:
             all(self.aabb[i] < self.aabb[i + 3] for i in range(3)),
             f"scene aabb must have min < max on every axis, got {self.aabb}",
         )
-        require(0.0 <= self.near < self.far, f"scene needs 0 <= near < far, got {self.near}, {self.far}")
+        require(
+            0.0 <= self.near < self.far, f"scene needs 0 <= near < far, got {self.near}, {self.far}"
+        )
         require(
             len(self.background) == 3 and all(0.0 <= c <= 1.0 for c in self.background),
             f"scene background must be 3 values in [0, 1], got {self.background}",
@@ -93,16 +95,27 @@ class SceneSpec:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> SceneSpec:
+        if not isinstance(data, dict):
+            raise ConfigError(f"scene must be a mapping of keys, got {type(data).__name__}")
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
-            raise ConfigError(f"unknown scene key '{unknown[0]}'; known: {', '.join(sorted(known))}")
+            raise ConfigError(
+                f"unknown scene key '{unknown[0]}'; known: {', '.join(sorted(known))}"
+            )
         values = dict(data)
-        for key in ("aabb", "background"):
+        converters = {
+            "aabb": lambda v: tuple(float(c) for c in v),
+            "background": lambda v: tuple(float(c) for c in v),
+            "world_to_model": lambda v: tuple(tuple(float(c) for c in row) for row in v),
+        }
+        for key, convert in converters.items():
             if key in values:
-                values[key] = tuple(float(v) for v in values[key])
-        if "world_to_model" in values:
-            values["world_to_model"] = tuple(tuple(float(v) for v in r) for r in values["world_to_model"])
+                try:
+                    values[key] = convert(values[key])
+                except (TypeError, ValueError):
+                    message = f"scene {key} must hold numbers, got {values[key]!r}"
+                    raise ConfigError(message) from None
         scene = cls(**values)
         scene.validate()
         return scene
@@ -199,9 +212,7 @@ def _parse_schema(path: Path, metadata: dict[str, str]) -> int:
     try:
         schema = int(metadata["pvd.schema"])
     except ValueError:
-        raise CheckpointError(
-            f"{path}: unreadable pvd.schema {metadata['pvd.schema']!r}"
-        ) from None
+        raise CheckpointError(f"{path}: unreadable pvd.schema {metadata['pvd.schema']!r}") from None
     if schema > SCHEMA_VERSION:
         raise CheckpointError(
             f"{path}: written with checkpoint schema {schema}, newer than this pvd reads "
@@ -256,7 +267,10 @@ def load(path: str | os.PathLike[str], map_location: str | torch.device = "cpu")
     :class:`~architectures.base.ConfigError`) with a one-line message for every bad file.
     """
     checkpoint, state = read(path)
-    cls = get(checkpoint.arch)
+    try:
+        cls = get(checkpoint.arch)
+    except UnknownArchitectureError as exc:
+        raise UnknownArchitectureError(f"{checkpoint.path}: {exc}") from None
     try:
         field = cls.from_config(checkpoint.config)
     except ConfigError as exc:
@@ -266,7 +280,9 @@ def load(path: str | os.PathLike[str], map_location: str | torch.device = "cpu")
     unexpected = sorted(set(state) - set(expected))
     if missing or unexpected:
         what = f"missing field.{missing[0]}" if missing else f"unexpected field.{unexpected[0]}"
-        raise CheckpointError(f"{checkpoint.path}: tensors do not match the {checkpoint.arch} config ({what})")
+        raise CheckpointError(
+            f"{checkpoint.path}: tensors do not match the {checkpoint.arch} config ({what})"
+        )
     for key, value in state.items():
         if value.shape != expected[key].shape:
             raise CheckpointError(

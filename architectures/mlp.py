@@ -3,8 +3,10 @@
 φ¹ is NeRF's position trunk: the point, normalised by the field's AABB to ``p`` in [−1, 1]³, is
 encoded by ``γ(p)`` with L = 10 frequencies (NeRF eq. 4, 3 + 6·10 = 63 channels), passed through
 ``depth`` fully connected ReLU layers of ``width`` units, and ``γ(p)`` is concatenated again to
-the activation of the layer after ``depth // 2`` (NeRF appendix A: "a skip connection that
-concatenates this input to the fifth layer's activation"; its code's ``skips=[4]`` for D = 8).
+the activation of layer ``depth // 2 + 1`` (1-based), which feeds the next layer (NeRF appendix A:
+"a skip connection that concatenates this input to the fifth layer's activation"; its code's
+0-based ``skips=[4]`` for D = 8). ARCHITECTURES.md's "after layer D/2" is read in that 0-based
+sense, so the paper preset is NeRF's trunk layer for layer.
 A linear head ``Linear(width → 16)`` reads ``v = [sigma_raw, g(15)]`` off the last activation;
 φ² is the shared canonical decoder (DESIGN.md), so an MLP can inherit or hand over its decoder.
 
@@ -23,8 +25,8 @@ pvd's choices:
   the model config, rather than a ``[cpu.train] lr`` override, also holds when the MLP is a
   *student* under a conversion recipe, whose learning rate is written for grids.
 - Initialisation: PyTorch's default for ``nn.Linear`` (Kaiming-uniform weights, uniform biases);
-  NeRF's TensorFlow code uses Glorot-uniform. At init ``v ≈ 0``: density ≈ 1, grey colour, like
-  the grid architectures.
+  NeRF's TensorFlow code uses Glorot-uniform. At init ``v`` is small (``|sigma_raw| < 0.4``
+  measured on the cpu preset): density ≈ 1 and near-grey colour, like the grid architectures.
 """
 
 from __future__ import annotations

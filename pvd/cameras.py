@@ -76,7 +76,9 @@ class Cameras:
         dirs = dirs / dirs.norm(dim=-1, keepdim=True)
         return c2w[:, :3, 3].expand_as(dirs).contiguous(), dirs
 
-    def pixel_grid(self, index: int, dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
+    def pixel_grid(
+        self, index: int, dtype: torch.dtype = torch.float32
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Pixel-centre coordinates ``(px, py)`` ``[H·W]`` of camera ``index``, row-major."""
         w, h = self.size(index)
         py, px = torch.meshgrid(
@@ -84,7 +86,9 @@ class Cameras:
         )
         return px.reshape(-1), py.reshape(-1)
 
-    def image_rays(self, index: int, dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
+    def image_rays(
+        self, index: int, dtype: torch.dtype = torch.float32
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """All pixel-centre rays of camera ``index``: origins, directions ``[H·W, 3]``."""
         px, py = self.pixel_grid(index, dtype)
         camera = torch.full_like(px, index, dtype=torch.int64)
@@ -110,7 +114,9 @@ class Cameras:
         """Cameras with a shared field of view (Blender's ``camera_angle_x``, square pixels)."""
         n = c2w.shape[0]
         fx = 0.5 * width / math.tan(0.5 * camera_angle_x)
-        intrinsics = torch.tensor([[fx, fx, width / 2, height / 2]], dtype=torch.float32).repeat(n, 1)
+        intrinsics = torch.tensor([[fx, fx, width / 2, height / 2]], dtype=torch.float32).repeat(
+            n, 1
+        )
         sizes = torch.tensor([[width, height]], dtype=torch.int64).repeat(n, 1)
         return cls(c2w.float(), intrinsics, sizes)
 
@@ -154,7 +160,11 @@ def ring_positions(
     az = torch.arange(n, dtype=torch.float64) / n * 2 * math.pi + math.radians(azimuth_offset_deg)
     el = math.radians(elevation_deg)
     return radius * torch.stack(
-        [math.cos(el) * torch.cos(az), math.cos(el) * torch.sin(az), torch.full_like(az, math.sin(el))],
+        [
+            math.cos(el) * torch.cos(az),
+            math.cos(el) * torch.sin(az),
+            torch.full_like(az, math.sin(el)),
+        ],
         dim=-1,
     )
 

@@ -49,9 +49,13 @@ def _parse_aabb(text: str | None) -> tuple[float, ...] | None:
     try:
         values = tuple(float(v) for v in text.replace(",", " ").split())
     except ValueError:
-        raise UserError(f"--aabb needs 6 numbers 'xmin ymin zmin xmax ymax zmax', got '{text}'") from None
+        raise UserError(
+            f"--aabb needs 6 numbers 'xmin ymin zmin xmax ymax zmax', got '{text}'"
+        ) from None
     if len(values) != 6:
-        raise UserError(f"--aabb needs 6 numbers 'xmin ymin zmin xmax ymax zmax', got {len(values)}")
+        raise UserError(
+            f"--aabb needs 6 numbers 'xmin ymin zmin xmax ymax zmax', got {len(values)}"
+        )
     return values
 
 
@@ -70,7 +74,9 @@ def train(
     data: Annotated[Path, typer.Argument(help="Dataset folder (Blender or nerfstudio format).")],
     arch: Annotated[str, typer.Option(help="Architecture (see `pvd info --help`).")] = "hashgrid",
     preset: Annotated[str, typer.Option(help="cpu, paper or auto.")] = "auto",
-    steps: Annotated[int | None, typer.Option(help="Training steps (overrides the recipe).")] = None,
+    steps: Annotated[
+        int | None, typer.Option(help="Training steps (overrides the recipe).")
+    ] = None,
     time_budget: Annotated[
         float | None, typer.Option(help="Stop after this many seconds of training.")
     ] = None,
@@ -80,7 +86,9 @@ def train(
     set_: Annotated[
         list[str] | None, typer.Option("--set", help="Override a recipe value: section.key=value.")
     ] = None,
-    aabb: Annotated[str | None, typer.Option(help="Scene box 'xmin ymin zmin xmax ymax zmax'.")] = None,
+    aabb: Annotated[
+        str | None, typer.Option(help="Scene box 'xmin ymin zmin xmax ymax zmax'.")
+    ] = None,
     device: DeviceOpt = "auto",
     as_json: JsonFlag = False,
 ) -> None:
@@ -107,7 +115,9 @@ def train(
     dev = _device(device)
     out = out or Path(f"{name}-{dataset.root.name}.safetensors")
     with RichReporter() as reporter:
-        reporter.message(f"preset: {chosen} · device: {dev} · {len(dataset.split('train'))} training images")
+        reporter.message(
+            f"preset: {chosen} · device: {dev} · {len(dataset.split('train'))} training images"
+        )
         model = run_training(dataset, name, full_recipe, device=dev, reporter=reporter)
         metrics = evaluate_test(model, dataset) if "test" in dataset.splits else None
     model.save(out)
@@ -124,7 +134,11 @@ def train(
     if as_json:
         _print_json(result)
         return
-    test = f"test PSNR {metrics['psnr']:.2f} dB, SSIM {metrics['ssim']:.4f}" if metrics else "no test split"
+    test = (
+        f"test PSNR {metrics['psnr']:.2f} dB, SSIM {metrics['ssim']:.4f}"
+        if metrics
+        else "no test split"
+    )
     _console().print(
         f"wrote {out}: {name}, {result['parameters']:,} parameters, {result['bytes'] / 1e6:.2f} MB, "
         f"{result['steps']} steps in {result['train_seconds']:.0f} s; {test}"
@@ -151,14 +165,18 @@ def evaluate(
     from .model import TrainedModel
 
     if data is None and against is None:
-        raise UserError("nothing to compare with: pass --data DATASET and/or --against OTHER.safetensors")
+        raise UserError(
+            "nothing to compare with: pass --data DATASET and/or --against OTHER.safetensors"
+        )
     dev = _device(device)
     model = TrainedModel.load(checkpoint, dev)
     result: dict[str, Any] = {"checkpoint": str(checkpoint), "arch": model.field.arch}
     if data is not None:
         dataset = load_dataset(data, aabb=_parse_aabb(aabb))
         part = dataset.split(split)
-        scores = model.evaluate(part.cameras, list(part.composited(torch.tensor(model.scene.background))))
+        scores = model.evaluate(
+            part.cameras, list(part.composited(torch.tensor(model.scene.background)))
+        )
         result["quality"] = {"split": split, "images": len(part), **scores.to_dict()}
     if against is not None:
         other = TrainedModel.load(against, dev)
@@ -232,7 +250,9 @@ def info(
 @app.command()
 def render(
     checkpoint: Annotated[Path, typer.Argument(help="pvd checkpoint (.safetensors).")],
-    out: Annotated[Path, typer.Option(help="A folder (test views as PNG) or a .gif/.mp4 turntable.")],
+    out: Annotated[
+        Path, typer.Option(help="A folder (test views as PNG) or a .gif/.mp4 turntable.")
+    ],
     frames: Annotated[int, typer.Option(help="Turntable frames (.gif/.mp4).")] = 60,
     device: DeviceOpt = "auto",
 ) -> None:
@@ -282,16 +302,27 @@ def scenes_make(
     from . import scenes
     from .errors import UserError
 
-    for key, value in (("size", size), ("views", views), ("test-views", test_views),
-                       ("supersample", supersample)):
+    for key, value in (
+        ("size", size),
+        ("views", views),
+        ("test-views", test_views),
+        ("supersample", supersample),
+    ):
         if value < 1:
             raise UserError(f"--{key} must be >= 1, got {value}")
     if height is not None and height < 1:
         raise UserError(f"--height must be >= 1, got {height}")
     try:
         path = scenes.make_dataset(
-            name, out_dir, size=size, height=height, views=views, test_views=test_views,
-            supersample=supersample, seed=seed, overwrite=overwrite,
+            name,
+            out_dir,
+            size=size,
+            height=height,
+            views=views,
+            test_views=test_views,
+            supersample=supersample,
+            seed=seed,
+            overwrite=overwrite,
         )
     except ValueError as exc:
         raise UserError(str(exc)) from None

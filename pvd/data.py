@@ -127,7 +127,9 @@ def _frame_matrix(frame: dict[str, Any], where: str) -> torch.Tensor:
 IntrinsicsFn = Callable[[int, int], tuple[float, float, float, float]]
 
 
-def _stack_split(root: Path, entries: list[tuple[str, torch.Tensor, IntrinsicsFn]], split: str) -> Split:
+def _stack_split(
+    root: Path, entries: list[tuple[str, torch.Tensor, IntrinsicsFn]], split: str
+) -> Split:
     """Load the images of one split; ``entries`` are (file_path, c2w, intrinsics(width, height))."""
     images, c2ws, intrinsics, names, size = [], [], [], [], None
     for file_path, c2w, intrinsics_of in entries:
@@ -234,7 +236,9 @@ def _nerfstudio_intrinsics(data: dict[str, Any], frame: dict[str, Any], where: s
     for key in ("k1", "k2", "k3", "k4", "p1", "p2"):
         v = frame.get(key, data.get(key, 0.0))
         if float(v) != 0.0:
-            raise UserError(f"{where}: lens distortion ({key}={v}) is not supported; undistort the images first")
+            raise UserError(
+                f"{where}: lens distortion ({key}={v}) is not supported; undistort the images first"
+            )
     fx, fy, cx, cy = value("fl_x"), value("fl_y"), value("cx"), value("cy")
     w, h = value("w"), value("h")
 
@@ -279,12 +283,17 @@ def _load_nerfstudio(root: Path, aabb: tuple[float, ...] | None) -> Dataset:
     ]
     names = [Path(frame["file_path"]).name for frame in frames]
     if "train_filenames" in data:
-        chosen = {s: {Path(p).name for p in data.get(f"{s}_filenames", [])} for s in ("train", "val", "test")}
+        chosen = {
+            s: {Path(p).name for p in data.get(f"{s}_filenames", [])}
+            for s in ("train", "val", "test")
+        }
         index = {s: [i for i, n in enumerate(names) if n in chosen[s]] for s in chosen}
     else:
         test = [i for i in range(len(frames)) if i % 8 == 0]
         index = {"train": [i for i in range(len(frames)) if i % 8 != 0], "test": test}
-    splits = {s: _stack_split(root, [entries[i] for i in idx], s) for s, idx in index.items() if idx}
+    splits = {
+        s: _stack_split(root, [entries[i] for i in idx], s) for s, idx in index.items() if idx
+    }
     if "train" not in splits:
         raise UserError(f"{path}: no training frames")
     if aabb is None:
@@ -310,7 +319,9 @@ def load_dataset(path: str | Path, aabb: tuple[float, ...] | None = None) -> Dat
     if not root.is_dir():
         raise UserError(f"{root}: expected a dataset folder, got a file")
     if aabb is not None and (len(aabb) != 6 or any(aabb[i] >= aabb[i + 3] for i in range(3))):
-        raise UserError(f"--aabb needs 6 numbers xmin ymin zmin xmax ymax zmax with min < max, got {aabb}")
+        raise UserError(
+            f"--aabb needs 6 numbers xmin ymin zmin xmax ymax zmax with min < max, got {aabb}"
+        )
     if (root / "transforms_train.json").exists():
         return _load_blender(root, aabb)
     if (root / "transforms.json").exists():

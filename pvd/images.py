@@ -29,7 +29,9 @@ def turntable_cameras(model: TrainedModel, frames: int, elevation_deg: float = 3
     radius = float((reference.centers - centre).norm(dim=-1).mean())
     c2w = look_at(ring_positions(frames, radius, elevation_deg) + centre.double(), centre)
     return Cameras(
-        c2w.float(), reference.intrinsics[:1].repeat(frames, 1), reference.sizes[:1].repeat(frames, 1)
+        c2w.float(),
+        reference.intrinsics[:1].repeat(frames, 1),
+        reference.sizes[:1].repeat(frames, 1),
     )
 
 
@@ -39,7 +41,9 @@ def save_views(model: TrainedModel, folder: Path) -> list[Path]:
 
     cameras = model.cameras.get("test") or model.cameras.get("train")
     if cameras is None:
-        raise UserError("checkpoint stores no cameras; use a .gif/.mp4 turntable or pvd eval --data")
+        raise UserError(
+            "checkpoint stores no cameras; use a .gif/.mp4 turntable or pvd eval --data"
+        )
     if folder.exists() and not folder.is_dir():
         raise UserError(f"--out {folder}: exists and is not a folder")
     tmp = folder.with_name(f".{folder.name}.tmp-{os.getpid()}")

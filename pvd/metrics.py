@@ -70,7 +70,9 @@ class ImageScores:
 def score_images(preds: list[torch.Tensor], targets: list[torch.Tensor]) -> ImageScores:
     """PSNR/SSIM per image pair (``[H, W, 3]``), then their means."""
     if len(preds) != len(targets) or not preds:
-        raise ValueError(f"need equally many predictions and targets, got {len(preds)} and {len(targets)}")
+        raise ValueError(
+            f"need equally many predictions and targets, got {len(preds)} and {len(targets)}"
+        )
     psnrs = [psnr(p, t) for p, t in zip(preds, targets, strict=True)]
     ssims = [ssim(p, t) for p, t in zip(preds, targets, strict=True)]
     return ImageScores(

@@ -65,7 +65,9 @@ class TrainedModel:
             raise UserError(f"{path}: bad render settings: {exc}") from None
         occupancy = checkpoint.group("occupancy")
         if "binary" in occupancy:
-            grid = OccupancyGrid.from_tensors(occupancy, checkpoint.scene.aabb, render.occupancy_threshold)
+            grid = OccupancyGrid.from_tensors(
+                occupancy, checkpoint.scene.aabb, render.occupancy_threshold
+            )
             grid = grid.to(device)
         else:
             grid = OccupancyGrid.from_field(
@@ -82,15 +84,23 @@ class TrainedModel:
         return cls(field, grid, checkpoint.scene, render, cameras, dict(checkpoint.provenance))
 
     @torch.no_grad()
-    def render_views(self, cameras: Cameras, indices: list[int] | None = None) -> list[torch.Tensor]:
+    def render_views(
+        self, cameras: Cameras, indices: list[int] | None = None
+    ) -> list[torch.Tensor]:
         """Images ``[H, W, 3]`` (on the scene background, CPU) of the given cameras."""
         self.field.eval()
         images = []
         for i in indices if indices is not None else range(len(cameras)):
             w, h = cameras.size(i)
             out = render_image(
-                self.field, cameras, i, self.grid, self.render,
-                self.scene.near, self.scene.far, self.background,
+                self.field,
+                cameras,
+                i,
+                self.grid,
+                self.render,
+                self.scene.near,
+                self.scene.far,
+                self.background,
             )
             images.append(out.rgb.view(h, w, 3).clamp(0, 1).cpu())
         return images
@@ -98,4 +108,3 @@ class TrainedModel:
     def evaluate(self, cameras: Cameras, targets: list[torch.Tensor]) -> ImageScores:
         """PSNR/SSIM of this model's renders against ``targets`` (composited, ``[H, W, 3]``)."""
         return score_images(self.render_views(cameras), [t.cpu() for t in targets])
-

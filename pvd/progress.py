@@ -20,7 +20,6 @@ class Reporter:
         """A one-line note (e.g. which preset was chosen)."""
 
 
-
 class RichReporter(Reporter):
     """A rich progress bar on stderr: stage, step/total, metrics, elapsed and ETA."""
 
@@ -69,4 +68,3 @@ class RichReporter(Reporter):
 
     def message(self, text: str) -> None:
         self.console.print(text)
-

@@ -58,7 +58,9 @@ def _merge(base: Recipe, extra: dict[str, Any], origin: str) -> Recipe:
     out = copy.deepcopy(base)
     for section, values in extra.items():
         if section not in SECTIONS:
-            raise UserError(f"{origin}: unknown recipe section '{section}' (known: {', '.join(SECTIONS)})")
+            raise UserError(
+                f"{origin}: unknown recipe section '{section}' (known: {', '.join(SECTIONS)})"
+            )
         if not isinstance(values, dict):
             raise UserError(f"{origin}: recipe section '{section}' must be a table")
         out.setdefault(section, {}).update(values)
@@ -84,7 +86,9 @@ def parse_assignment(text: str) -> tuple[str, str, Any]:
     name, raw = text.split("=", 1)
     parts = name.strip().split(".")
     if len(parts) != 2 or parts[0] not in SECTIONS or not parts[1]:
-        raise UserError(f"--set key '{name.strip()}' must be one of {', '.join(SECTIONS)} followed by .key")
+        raise UserError(
+            f"--set key '{name.strip()}' must be one of {', '.join(SECTIONS)} followed by .key"
+        )
     try:
         value = tomllib.loads(f"v = {raw.strip()}")["v"]
     except tomllib.TOMLDecodeError:

@@ -209,7 +209,9 @@ class PackedSamples:
     def __len__(self) -> int:
         return self.ray_indices.shape[0]
 
-    def points(self, origins: torch.Tensor, dirs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def points(
+        self, origins: torch.Tensor, dirs: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Midpoints ``[S, 3]`` and their ray directions ``[S, 3]``."""
         d = dirs[self.ray_indices]
         mid = (self.t_starts + self.t_ends)[:, None] * 0.5
@@ -251,7 +253,10 @@ def _sample_torch(
     span = float((t_max - t_min)[hit].max()) if bool(hit.any()) else 0.0
     n_steps = max(1, math.ceil(span / settings.step_size))
     offset = torch.rand(n_rays, 1, device=origins.device) if stratified else 0.5
-    starts = t_min[:, None] + (torch.arange(n_steps, device=origins.device) + offset - 0.5) * settings.step_size
+    starts = (
+        t_min[:, None]
+        + (torch.arange(n_steps, device=origins.device) + offset - 0.5) * settings.step_size
+    )
     starts = torch.maximum(starts, t_min[:, None])
     ends = torch.minimum(starts + settings.step_size, t_max[:, None])
     keep = (ends > starts) & hit[:, None]
@@ -407,7 +412,9 @@ def render_image(
     origins, dirs = cameras.image_rays(index)
     outputs = [
         render_rays(field, o.to(device), d.to(device), grid, settings, near, far, background)
-        for o, d in zip(origins.split(settings.chunk_rays), dirs.split(settings.chunk_rays), strict=True)
+        for o, d in zip(
+            origins.split(settings.chunk_rays), dirs.split(settings.chunk_rays), strict=True
+        )
     ]
     return RenderOutput(
         torch.cat([o.rgb for o in outputs]),

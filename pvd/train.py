@@ -40,6 +40,7 @@ class TrainSettings:
     target_samples: int = 65536
     regularizer_weight: float = 1.0
     occupancy_update_every: int = 16
+    occupancy_warmup_steps: int = 256
     random_background: bool = True
     time_budget_s: float = 0.0
     seed: int = 0
@@ -52,12 +53,15 @@ class TrainSettings:
             "target_samples": self.target_samples >= 1,
             "regularizer_weight": self.regularizer_weight >= 0,
             "occupancy_update_every": self.occupancy_update_every >= 1,
+            "occupancy_warmup_steps": self.occupancy_warmup_steps >= 0,
             "time_budget_s": self.time_budget_s >= 0,
             "seed": self.seed >= 0,
         }
         for key, ok in checks.items():
             if not ok:
-                raise UserError(f"recipe value train.{key} = {getattr(self, key)!r} is out of range")
+                raise UserError(
+                    f"recipe value train.{key} = {getattr(self, key)!r} is out of range"
+                )
 
 
 def settings_from_recipe(recipe: Recipe) -> tuple[TrainSettings, RenderSettings]:
@@ -83,8 +87,12 @@ def _versions() -> dict[str, str]:
 
     from . import __version__
 
-    return {"pvd": __version__, "torch": torch.__version__, "nerfacc": nerfacc.__version__,
-            "python": platform.python_version()}
+    return {
+        "pvd": __version__,
+        "torch": torch.__version__,
+        "nerfacc": nerfacc.__version__,
+        "python": platform.python_version(),
+    }
 
 
 def train(
@@ -108,8 +116,11 @@ def train(
         field = architectures.build(name, {**recipe["model"], "aabb": scene.aabb}).to(device)
     except architectures.ConfigError as exc:
         raise UserError(f"recipe model section: {exc}") from None
-    grid = OccupancyGrid(torch.tensor(scene.aabb, device=device), render.occupancy_resolution,
-                         render.occupancy_threshold)
+    grid = OccupancyGrid(
+        torch.tensor(scene.aabb, device=device),
+        render.occupancy_resolution,
+        render.occupancy_threshold,
+    )
     split = dataset.split("train")
     rgb = split.rgb.to(device)
     alpha = split.alpha.to(device) if split.alpha is not None else None
@@ -131,7 +142,9 @@ def train(
     for step in range(settings.steps):
         if field.on_train_step(step, settings.steps):
             optimizer, base_lrs = make_optimizer()
-        if step % settings.occupancy_update_every == 0:
+        # All cells stay occupied during the warm-up: a freshly initialised field is a near-uniform
+        # fog, and the mean-density rule would then cull cells at random.
+        if step >= settings.occupancy_warmup_steps and step % settings.occupancy_update_every == 0:
             grid.update(field.density)
         factor = lr_factor(step, settings.steps)
         for group, base in zip(optimizer.param_groups, base_lrs, strict=True):
@@ -151,7 +164,9 @@ def train(
             target = target * a + bg * (1 - a)
         else:
             bg = scene_bg
-        out = render_rays(field, origins, dirs, grid, render, scene.near, scene.far, bg, stratified=True)
+        out = render_rays(
+            field, origins, dirs, grid, render, scene.near, scene.far, bg, stratified=True
+        )
         mse = torch.mean((out.rgb - target) ** 2)
         loss = mse + settings.regularizer_weight * field.regularizer()
         optimizer.zero_grad(set_to_none=True)
@@ -161,15 +176,22 @@ def train(
         n_rays = int(min(max(n_rays * settings.target_samples / max(out.n_samples, 1), 64), 65536))
         train_psnr = float(-10 * torch.log10(mse.detach().clamp_min(1e-10)))
         if step % 10 == 0:
-            history.append({"step": step, "loss": float(loss), "psnr": train_psnr,
-                            "time": time.perf_counter() - start})
+            history.append(
+                {
+                    "step": step,
+                    "loss": float(loss),
+                    "psnr": train_psnr,
+                    "time": time.perf_counter() - start,
+                }
+            )
         reporter.update(step + 1, loss=float(loss), psnr=train_psnr, rays=n_rays)
         if settings.time_budget_s and time.perf_counter() - start >= settings.time_budget_s:
             break
     wall = time.perf_counter() - start
     field.eval()
-    final_grid = OccupancyGrid.from_field(field.density, grid.aabb, render.occupancy_resolution,
-                                          render.occupancy_threshold)
+    final_grid = OccupancyGrid.from_field(
+        field.density, grid.aabb, render.occupancy_resolution, render.occupancy_threshold
+    )
     cams = {"train": cameras}
     if "test" in dataset.splits:
         cams["test"] = dataset.splits["test"].cameras
@@ -194,9 +216,17 @@ def evaluate_test(model: TrainedModel, dataset: Dataset, split: str = "test") ->
     """Score ``model`` against the dataset's ``split`` and record it in the provenance."""
     data = dataset.split(split)
     start = time.perf_counter()
-    scores = model.evaluate(data.cameras, list(data.composited(torch.tensor(dataset.scene.background))))
-    result = {"split": split, "psnr": scores.psnr, "ssim": scores.ssim, "lpips": None,
-              "lpips_reason": scores.lpips_reason, "images": len(data),
-              "eval_seconds": round(time.perf_counter() - start, 2)}
+    scores = model.evaluate(
+        data.cameras, list(data.composited(torch.tensor(dataset.scene.background)))
+    )
+    result = {
+        "split": split,
+        "psnr": scores.psnr,
+        "ssim": scores.ssim,
+        "lpips": None,
+        "lpips_reason": scores.lpips_reason,
+        "images": len(data),
+        "eval_seconds": round(time.perf_counter() - start, 2),
+    }
     model.provenance[f"{split}_metrics"] = result
     return result

@@ -196,7 +196,7 @@ def _trilinear_reference(grid: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
         base, frac = [], []
         for axis, size in enumerate(sizes):
             t = min(max(point[axis], 0.0), 1.0) * (size - 1)
-            i = min(int(math.floor(t)), size - 2)
+            i = min(math.floor(t), size - 2)
             base.append(i)
             frac.append(t - i)
         value = torch.zeros(grid.shape[0], dtype=grid.dtype)
