@@ -98,7 +98,7 @@ def train(
     from .data import load_dataset
     from .progress import RichReporter
     from .recipes import build_recipe, resolve_preset
-    from .train import evaluate_test
+    from .train import evaluate_test, settings_from_recipe
     from .train import train as run_training
 
     name = architectures.canonical_name(arch)
@@ -111,6 +111,7 @@ def train(
     if seed is not None:
         assignments.append(f"train.seed={seed}")
     full_recipe = build_recipe(name, chosen, recipe, assignments)
+    settings_from_recipe(name, full_recipe)
     dataset = load_dataset(data, aabb=_parse_aabb(aabb))
     dev = _device(device)
     out = out or Path(f"{name}-{dataset.root.name}.safetensors")

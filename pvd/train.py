@@ -12,10 +12,12 @@ comes first; evaluation is not counted in the budget.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime
 import platform
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -64,14 +66,19 @@ class TrainSettings:
                 )
 
 
-def settings_from_recipe(recipe: Recipe) -> tuple[TrainSettings, RenderSettings]:
-    """Validated train and render settings of a recipe (unknown keys refused by name)."""
+def settings_from_recipe(arch: str, recipe: Recipe) -> tuple[TrainSettings, RenderSettings]:
+    """Validate a whole recipe for ``arch`` — model config, train and render settings — and
+    return the train and render settings. Unknown keys and bad values are refused by name."""
     check_keys("train", recipe["train"], dataclasses.asdict(TrainSettings()))
     check_keys("render", recipe["render"], dataclasses.asdict(RenderSettings()))
     train = TrainSettings(**recipe["train"])
     train.validate()
     render = RenderSettings(**recipe["render"])
     render.validate()
+    try:
+        architectures.get(arch).config_class.from_dict(recipe["model"])
+    except architectures.ConfigError as exc:
+        raise UserError(f"recipe model section: {exc}") from None
     return train, render
 
 
@@ -95,6 +102,19 @@ def _versions() -> dict[str, str]:
     }
 
 
+@contextlib.contextmanager
+def deterministic_algorithms() -> Iterator[None]:
+    """Deterministic torch kernels for the duration (restored afterwards). On CPU, scatter-adds
+    run in parallel otherwise and the same seed gives a different teacher; measured no slower
+    for the hash grid's forward+backward."""
+    previous = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(previous)
+
+
 def train(
     dataset: Dataset,
     arch: str,
@@ -105,17 +125,21 @@ def train(
     """Train architecture ``arch`` on ``dataset`` with ``recipe`` (sections model/train/render).
 
     Returns the trained model with its occupancy grid, cameras and provenance (the test-split
-    PSNR/SSIM is added by :func:`evaluate_test` when the dataset has a test split).
+    PSNR/SSIM is added by :func:`evaluate_test` when the dataset has a test split). The same
+    seed gives the same model on the same device and thread count.
     """
-    reporter = reporter or Reporter()
+    with deterministic_algorithms():
+        return _train(dataset, arch, recipe, device, reporter or Reporter())
+
+
+def _train(
+    dataset: Dataset, arch: str, recipe: Recipe, device: str | torch.device, reporter: Reporter
+) -> TrainedModel:
     name = architectures.canonical_name(arch)
-    settings, render = settings_from_recipe(recipe)
+    settings, render = settings_from_recipe(name, recipe)
     scene = dataset.scene
     torch.manual_seed(settings.seed)
-    try:
-        field = architectures.build(name, {**recipe["model"], "aabb": scene.aabb}).to(device)
-    except architectures.ConfigError as exc:
-        raise UserError(f"recipe model section: {exc}") from None
+    field = architectures.build(name, {**recipe["model"], "aabb": scene.aabb}).to(device)
     grid = OccupancyGrid(
         torch.tensor(scene.aabb, device=device),
         render.occupancy_resolution,
@@ -175,16 +199,11 @@ def train(
 
         n_rays = int(min(max(n_rays * settings.target_samples / max(out.n_samples, 1), 64), 65536))
         train_psnr = float(-10 * torch.log10(mse.detach().clamp_min(1e-10)))
+        loss_value = loss.item()
         if step % 10 == 0:
-            history.append(
-                {
-                    "step": step,
-                    "loss": float(loss),
-                    "psnr": train_psnr,
-                    "time": time.perf_counter() - start,
-                }
-            )
-        reporter.update(step + 1, loss=float(loss), psnr=train_psnr, rays=n_rays)
+            elapsed = time.perf_counter() - start
+            history.append({"step": step, "loss": loss_value, "psnr": train_psnr, "time": elapsed})
+        reporter.update(step + 1, loss=loss_value, psnr=train_psnr, rays=n_rays)
         if settings.time_budget_s and time.perf_counter() - start >= settings.time_budget_s:
             break
     wall = time.perf_counter() - start
