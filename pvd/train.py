@@ -3,7 +3,7 @@
 The loop follows nerfacc's Instant-NGP example (Li et al. 2023): random rays over all training
 pixels (jittered inside the pixel, since ground-truth pixels are area averages), packed samples
 from an occupancy grid updated every few steps, an MSE photometric loss plus the architecture's
-regulariser, Adam (ε = 1e-15, as Instant-NGP) with a 100-step linear warm-up and ×0.33 steps at
+regulariser, Adam (ε = 1e-15, as Instant-NGP) with a linear warm-up and ×0.33 steps at
 50/75/90 % of the run, and a ray batch adapted each step so that about ``target_samples`` samples
 are rendered. RGBA targets are composited on a random background each step so the field learns
 alpha, not the background colour. The run stops at ``steps`` or ``time_budget_s``, whichever
@@ -38,11 +38,13 @@ class TrainSettings:
 
     steps: int = 2000
     lr: float = 1e-2
+    lr_warmup_steps: int = 100
     batch_rays: int = 1024
     target_samples: int = 65536
     regularizer_weight: float = 1.0
     occupancy_update_every: int = 16
     occupancy_warmup_steps: int = 256
+    occupancy_decay: float = 0.95
     random_background: bool = True
     time_budget_s: float = 0.0
     seed: int = 0
@@ -51,11 +53,13 @@ class TrainSettings:
         checks = {
             "steps": self.steps >= 1,
             "lr": self.lr > 0,
+            "lr_warmup_steps": self.lr_warmup_steps >= 0,
             "batch_rays": self.batch_rays >= 1,
             "target_samples": self.target_samples >= 1,
             "regularizer_weight": self.regularizer_weight >= 0,
             "occupancy_update_every": self.occupancy_update_every >= 1,
             "occupancy_warmup_steps": self.occupancy_warmup_steps >= 0,
+            "occupancy_decay": 0 <= self.occupancy_decay < 1,
             "time_budget_s": self.time_budget_s >= 0,
             "seed": self.seed >= 0,
         }
@@ -82,9 +86,9 @@ def settings_from_recipe(arch: str, recipe: Recipe) -> tuple[TrainSettings, Rend
     return train, render
 
 
-def lr_factor(step: int, total: int, warmup: int = 100) -> float:
+def lr_factor(step: int, total: int, warmup: int) -> float:
     """nerfacc's schedule: linear warm-up from 1 %, then ×0.33 at 50, 75 and 90 % of the run."""
-    warm = min(1.0, 0.01 + 0.99 * step / warmup)
+    warm = min(1.0, 0.01 + 0.99 * step / warmup) if warmup > 0 else 1.0
     drops = sum(step >= int(total * f) for f in (0.5, 0.75, 0.9))
     return warm * 0.33**drops
 
@@ -169,8 +173,8 @@ def _train(
         # All cells stay occupied during the warm-up: a freshly initialised field is a near-uniform
         # fog, and the mean-density rule would then cull cells at random.
         if step >= settings.occupancy_warmup_steps and step % settings.occupancy_update_every == 0:
-            grid.update(field.density)
-        factor = lr_factor(step, settings.steps)
+            grid.update(field.density, decay=settings.occupancy_decay)
+        factor = lr_factor(step, settings.steps, settings.lr_warmup_steps)
         for group, base in zip(optimizer.param_groups, base_lrs, strict=True):
             group["lr"] = base * factor
 
