@@ -50,21 +50,35 @@ def require(condition: bool, message: str) -> None:
         raise ConfigError(message)
 
 
-def _coerce(value: Any, annotation: Any) -> Any:
-    """Turn a JSON value back into the dataclass field's type (lists → tuples where declared)."""
+def _coerce(key: str, value: Any, annotation: Any) -> Any:
+    """Turn a JSON value into the dataclass field's declared type (lists → tuples, ints →
+    floats), refusing a value of another type with a :class:`ConfigError` naming ``key``."""
     origin = typing.get_origin(annotation)
     if origin in (typing.Union, types.UnionType):
         if value is None:
             return None
         options = [a for a in typing.get_args(annotation) if a is not type(None)]
-        return _coerce(value, options[0])
-    if origin is tuple and isinstance(value, list | tuple):
+        return _coerce(key, value, options[0])
+    if origin is tuple:
+        require(isinstance(value, list | tuple), f"{key} must be a list, got {value!r}")
         args = typing.get_args(annotation)
         if len(args) == 2 and args[1] is Ellipsis:
-            return tuple(_coerce(v, args[0]) for v in value)
-        return tuple(_coerce(v, a) for v, a in zip(value, args, strict=False))
-    if annotation is float and isinstance(value, int | float) and not isinstance(value, bool):
+            return tuple(_coerce(key, v, args[0]) for v in value)
+        require(len(value) == len(args), f"{key} must hold {len(args)} values, got {len(value)}")
+        return tuple(_coerce(key, v, a) for v, a in zip(value, args, strict=True))
+    if annotation is float:
+        ok = isinstance(value, int | float) and not isinstance(value, bool)
+        require(ok, f"{key} must be a number, got {value!r}")
         return float(value)
+    if annotation is int:
+        require(
+            isinstance(value, int) and not isinstance(value, bool),
+            f"{key} must be an integer, got {value!r}",
+        )
+    elif annotation in (bool, str):
+        require(
+            isinstance(value, annotation), f"{key} must be a {annotation.__name__}, got {value!r}"
+        )
     return value
 
 
@@ -116,7 +130,7 @@ class FieldConfig:
             raise ConfigError(
                 f"unknown {cls.__name__} key '{unknown[0]}'; known keys: {', '.join(sorted(known))}"
             )
-        config = cls(**{k: _coerce(v, hints[k]) for k, v in data.items()})
+        config = cls(**{k: _coerce(k, v, hints[k]) for k, v in data.items()})
         config.validate()
         return config
 
@@ -201,8 +215,10 @@ class RadianceField(nn.Module):
         """Optimizer parameter groups; architectures with mixed parts override the rates."""
         return [{"params": [p for p in self.parameters() if p.requires_grad], "lr": base_lr}]
 
-    def on_train_step(self, step: int, total_steps: int) -> bool:
-        """Architecture-specific training mechanics, called by trainers before each step.
+    def on_train_step(self, progress: float) -> bool:
+        """Architecture-specific training mechanics, called by trainers before each step with
+        the fraction of the run done (``step / steps``, or of the time budget when that is
+        further along), so schedules fit runs stopped by steps or by time alike.
 
         Returns True when the parameter tensors were replaced (e.g. TensoRF upsampling its
         factors), so the trainer must rebuild its optimizer. The default does nothing.
@@ -237,7 +253,8 @@ class RadianceField(nn.Module):
 class CanonicalField(RadianceField):
     """An architecture whose φ² is the shared canonical decoder (every one but Plenoxels).
 
-    φ¹ ends in ``v = [sigma_raw, g_1..g_15]``; φ² is :class:`~architectures.components.CanonicalDecoder`.
+    φ¹ ends in ``v = [sigma_raw, g_1..g_15]``; φ² is
+    :class:`~architectures.components.CanonicalDecoder`.
     Because all canonical architectures meet at the same ``v``, a student can inherit the
     teacher's decoder and the volume loss needs no projection.
     """

@@ -175,7 +175,11 @@ class HashGrid(CanonicalField):
             ix, iy, iz = (lo[:, a, None] + step for a in range(3))  # [N, 2] per axis
             if layout.dense:
                 r = layout.resolution
-                index = ix[:, None, None, :] + (iy * r)[:, None, :, None] + (iz * (r * r))[:, :, None, None]
+                index = (
+                    ix[:, None, None, :]
+                    + (iy * r)[:, None, :, None]
+                    + (iz * (r * r))[:, :, None, None]
+                )
                 index = index.reshape(n, 8) % layout.size
             else:  # hashed levels have size 2^log2T, so "mod size" is a mask
                 hy = (iy * _PRIMES[1]) & _UINT32

@@ -389,10 +389,11 @@ class TensoRF(CanonicalField):
             {"params": networks, "lr": base_lr * self.config.basis_lr_scale, "betas": betas},
         ]
 
-    def on_train_step(self, step: int, total_steps: int) -> bool:
-        """Upsample when ``step`` has passed the next boundary of the schedule (see module doc);
-        returns True when the factors were replaced (the trainer rebuilds its optimizer)."""
-        target = sum(step >= s for s in self.config.upsample_steps(total_steps))
+    def on_train_step(self, progress: float) -> bool:
+        """Upsample when the run's ``progress`` (fraction done) has passed the next boundary of
+        the schedule (see module doc); returns True when the factors were replaced (the trainer
+        rebuilds its optimizer)."""
+        target = sum(progress >= f for f in self.config.upsample_fractions)
         if target <= self._level:
             return False
         current = self.config.grid_size or ()

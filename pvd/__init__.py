@@ -19,10 +19,8 @@ _LAZY = {
     "load_dataset": "pvd.data",
     "OccupancyGrid": "pvd.render",
     "RenderSettings": "pvd.render",
-    "render_image": "pvd.render",
-    "train": "pvd.train",
-    "evaluate": "pvd.metrics",
-    "scenes": "pvd.scenes",
+    "TrainedModel": "pvd.model",
+    "UserError": "pvd.errors",
 }
 
 __all__ = ["__version__", *_LAZY]
@@ -30,6 +28,5 @@ __all__ = ["__version__", *_LAZY]
 
 def __getattr__(name: str) -> Any:
     if name in _LAZY:
-        module = importlib.import_module(_LAZY[name])
-        return module if name == module.__name__.rsplit(".", 1)[-1] else getattr(module, name)
+        return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'pvd' has no attribute {name!r}")

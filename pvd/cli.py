@@ -36,8 +36,21 @@ def _device(name: str) -> str:
 
     if name == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError(f"--device {name}: CUDA is not available on this machine; use --device cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise UserError(f"--device {name}: not a device; use cpu, cuda, cuda:N or auto") from None
+    if device.type not in ("cpu", "cuda"):
+        raise UserError(f"--device {name}: pvd runs on cpu or cuda")
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise UserError(
+                f"--device {name}: CUDA is not available on this machine; use --device cpu"
+            )
+        if (device.index or 0) >= torch.cuda.device_count():
+            raise UserError(
+                f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s)"
+            )
     return name
 
 
@@ -96,13 +109,15 @@ def train(
     import architectures
 
     from .data import load_dataset
+    from .errors import UserError
     from .progress import RichReporter
     from .recipes import build_recipe, resolve_preset
     from .train import evaluate_test, settings_from_recipe
     from .train import train as run_training
 
     name = architectures.canonical_name(arch)
-    chosen = resolve_preset(preset)
+    dev = _device(device)
+    chosen = resolve_preset(preset, dev)
     assignments = list(set_ or [])
     if steps is not None:
         assignments.append(f"train.steps={steps}")
@@ -113,15 +128,19 @@ def train(
     full_recipe = build_recipe(name, chosen, recipe, assignments)
     settings_from_recipe(name, full_recipe)
     dataset = load_dataset(data, aabb=_parse_aabb(aabb))
-    dev = _device(device)
     out = out or Path(f"{name}-{dataset.root.name}.safetensors")
+    if out.is_dir():
+        raise UserError(f"--out {out}: is a folder; give a .safetensors file name")
     with RichReporter() as reporter:
         reporter.message(
             f"preset: {chosen} · device: {dev} · {len(dataset.split('train'))} training images"
         )
         model = run_training(dataset, name, full_recipe, device=dev, reporter=reporter)
-        metrics = evaluate_test(model, dataset) if "test" in dataset.splits else None
-    model.save(out)
+        model.save(out)  # saved before evaluation, so a failure there keeps the trained model
+        metrics = None
+        if "test" in dataset.splits:
+            metrics = evaluate_test(model, dataset)
+            model.save(out)
     result = {
         "checkpoint": str(out),
         "arch": name,
@@ -141,7 +160,8 @@ def train(
         else "no test split"
     )
     _console().print(
-        f"wrote {out}: {name}, {result['parameters']:,} parameters, {result['bytes'] / 1e6:.2f} MB, "
+        f"wrote {out}: {name}, {result['parameters']:,} parameters, "
+        f"{result['bytes'] / 1e6:.2f} MB, "
         f"{result['steps']} steps in {result['train_seconds']:.0f} s; {test}"
     )
 
@@ -163,7 +183,7 @@ def evaluate(
 
     from .data import load_dataset
     from .errors import UserError
-    from .model import TrainedModel
+    from .model import TrainedModel, held_out_cameras
 
     if data is None and against is None:
         raise UserError(
@@ -181,9 +201,8 @@ def evaluate(
         result["quality"] = {"split": split, "images": len(part), **scores.to_dict()}
     if against is not None:
         other = TrainedModel.load(against, dev)
-        cameras = model.cameras.get("test") or other.cameras.get("test")
-        if cameras is None:
-            raise UserError(f"{checkpoint}: no held-out (test) cameras stored; pass --data instead")
+        other.render = model.render  # both rendered with the same settings (DESIGN: fidelity)
+        cameras = held_out_cameras(model, other)
         scores = model.evaluate(cameras, other.render_views(cameras))
         result["fidelity"] = {"against": str(against), "images": len(cameras), **scores.to_dict()}
     if as_json:
@@ -195,7 +214,8 @@ def evaluate(
             r = result[key]
             what = f"vs {split} ground truth" if key == "quality" else f"vs {against}"
             console.print(
-                f"{key}: PSNR {r['psnr']:.2f} dB, SSIM {r['ssim']:.4f} ({r['images']} views {what}); "
+                f"{key}: PSNR {r['psnr']:.2f} dB, SSIM {r['ssim']:.4f} "
+                f"({r['images']} views {what}); "
                 f"LPIPS n/a: {r['lpips_reason']}"
             )
 
@@ -259,12 +279,13 @@ def render(
 ) -> None:
     """Render the stored test views to PNGs, or a turntable to a GIF/MP4."""
     from .errors import UserError
-    from .model import TrainedModel
     from .images import save_turntable, save_views
+    from .model import TrainedModel
 
     if frames < 1:
         raise UserError(f"--frames must be >= 1, got {frames}")
     model = TrainedModel.load(checkpoint, _device(device))
+    out = out.resolve()
     if out.suffix.lower() in (".gif", ".mp4"):
         save_turntable(model, out, frames)
     elif out.suffix:

@@ -69,13 +69,10 @@ class Dataset:
     def split(self, name: str) -> Split:
         if name not in self.splits:
             raise UserError(
-                f"{self.root}: dataset has no '{name}' split (has: {', '.join(self.splits) or 'none'})"
+                f"{self.root}: dataset has no '{name}' split "
+                f"(has: {', '.join(self.splits) or 'none'})"
             )
         return self.splits[name]
-
-    @property
-    def background(self) -> torch.Tensor:
-        return torch.tensor(self.scene.background, dtype=torch.float32)
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -86,6 +83,13 @@ def _read_json(path: Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise UserError(f"{path}: expected a JSON object at the top level")
     return data
+
+
+def _number(value: Any, what: str) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise UserError(f"{what} must be a number, got {value!r}") from None
 
 
 def _resolve_image(root: Path, file_path: str) -> Path:
@@ -113,9 +117,11 @@ def _load_image(path: Path) -> np.ndarray:
 
 def _frame_matrix(frame: dict[str, Any], where: str) -> torch.Tensor:
     matrix = frame.get("transform_matrix")
+    if matrix is None:
+        raise UserError(f"{where}: missing 'transform_matrix'")
     try:
         m = torch.tensor(matrix, dtype=torch.float64)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, RuntimeError):
         raise UserError(f"{where}: transform_matrix must be a 4x4 list of numbers") from None
     if m.shape == (3, 4):
         m = torch.cat([m, torch.tensor([[0.0, 0.0, 0.0, 1.0]], dtype=torch.float64)])
@@ -147,8 +153,16 @@ def _stack_split(
         intrinsics.append(intrinsics_of(w, h))
         names.append(str(path.relative_to(root)))
     rgb = torch.from_numpy(np.stack([img[..., :3] for img in images]))
-    has_alpha = all(img.shape[-1] == 4 for img in images)
-    alpha = torch.from_numpy(np.stack([img[..., 3] for img in images])) if has_alpha else None
+    alpha = None
+    if any(img.shape[-1] == 4 for img in images):  # images without alpha are fully opaque
+        alpha = torch.from_numpy(
+            np.stack(
+                [
+                    img[..., 3] if img.shape[-1] == 4 else np.ones(img.shape[:2], np.float32)
+                    for img in images
+                ]
+            )
+        )
     cameras = Cameras(
         torch.stack(c2ws).float(),
         torch.tensor(intrinsics, dtype=torch.float32),
@@ -165,7 +179,8 @@ def _check_bounded(scene: SceneSpec, cameras: Cameras, root: Path) -> None:
         k = int(inside.nonzero()[0])
         c = ", ".join(f"{v:.3g}" for v in cameras.centers[k].tolist())
         raise UserError(
-            f"{root}: camera {k} at ({c}) lies inside the scene box {list(scene.aabb)}; pvd handles "
+            f"{root}: camera {k} at ({c}) lies inside the scene box {list(scene.aabb)}; "
+            "pvd handles "
             "bounded scenes only (pass an --aabb that excludes the cameras)"
         )
 
@@ -204,7 +219,7 @@ def _load_blender(root: Path, aabb: tuple[float, ...] | None) -> Dataset:
         first = first or data
         if "camera_angle_x" not in data:
             raise UserError(f"{path}: missing 'camera_angle_x'")
-        angle = float(data["camera_angle_x"])
+        angle = _number(data["camera_angle_x"], f"{path}: camera_angle_x")
         if not 0 < angle < math.pi:
             raise UserError(f"{path}: camera_angle_x must be in (0, pi), got {angle}")
 
@@ -228,14 +243,14 @@ def _load_blender(root: Path, aabb: tuple[float, ...] | None) -> Dataset:
 def _nerfstudio_intrinsics(data: dict[str, Any], frame: dict[str, Any], where: str):
     def value(key: str) -> float:
         if key in frame:
-            return float(frame[key])
+            return _number(frame[key], f"{where}: {key}")
         if key in data:
-            return float(data[key])
+            return _number(data[key], f"{where}: {key}")
         raise UserError(f"{where}: missing intrinsic '{key}'")
 
     for key in ("k1", "k2", "k3", "k4", "p1", "p2"):
         v = frame.get(key, data.get(key, 0.0))
-        if float(v) != 0.0:
+        if _number(v, f"{where}: {key}") != 0.0:
             raise UserError(
                 f"{where}: lens distortion ({key}={v}) is not supported; undistort the images first"
             )
@@ -327,5 +342,6 @@ def load_dataset(path: str | Path, aabb: tuple[float, ...] | None = None) -> Dat
     if (root / "transforms.json").exists():
         return _load_nerfstudio(root, aabb)
     raise UserError(
-        f"{root}: not a dataset (expected transforms_train.json (Blender) or transforms.json (nerfstudio))"
+        f"{root}: not a dataset (expected transforms_train.json (Blender) "
+        "or transforms.json (nerfstudio))"
     )

@@ -18,7 +18,7 @@ import torch
 import architectures
 from architectures import RadianceField, SceneSpec
 
-from .cameras import Cameras
+from .cameras import Cameras, fit_radius, look_at, ring_positions
 from .errors import UserError
 from .metrics import ImageScores, score_images
 from .render import OccupancyGrid, RenderSettings, render_image
@@ -60,8 +60,8 @@ class TrainedModel:
         field = architectures.load(path, map_location=device)
         checkpoint = field.checkpoint
         try:
-            render = RenderSettings.from_dict(checkpoint.render)
-        except (TypeError, UserError) as exc:
+            render = RenderSettings.from_dict(dict(checkpoint.render))
+        except (TypeError, ValueError) as exc:
             raise UserError(f"{path}: bad render settings: {exc}") from None
         occupancy = checkpoint.group("occupancy")
         if "binary" in occupancy:
@@ -80,7 +80,10 @@ class TrainedModel:
         for split in ("train", "test"):
             group = checkpoint.group(f"cameras.{split}")
             if group:
-                cameras[split] = Cameras.from_tensors(group)
+                try:
+                    cameras[split] = Cameras.from_tensors(group)
+                except (KeyError, ValueError) as exc:
+                    raise UserError(f"{path}: bad cameras.{split} tensors ({exc})") from None
         return cls(field, grid, checkpoint.scene, render, cameras, dict(checkpoint.provenance))
 
     @torch.no_grad()
@@ -108,3 +111,17 @@ class TrainedModel:
     def evaluate(self, cameras: Cameras, targets: list[torch.Tensor]) -> ImageScores:
         """PSNR/SSIM of this model's renders against ``targets`` (composited, ``[H, W, 3]``)."""
         return score_images(self.render_views(cameras), [t.cpu() for t in targets])
+
+
+def held_out_cameras(model: TrainedModel, other: TrainedModel | None = None) -> Cameras:
+    """The cameras fidelity is measured on (DESIGN.md): the stored test cameras of ``model``
+    (else of ``other``), else a ring of 8 views at 25° elevation whose distance makes the scene
+    box fill Blender's field of view, at 64 px."""
+    for candidate in (model, other):
+        if candidate is not None and "test" in candidate.cameras:
+            return candidate.cameras["test"]
+    angle = 0.6911112070083618  # Blender's default camera_angle_x
+    centre = torch.tensor(model.scene.aabb).view(2, 3).mean(0).double()
+    radius = fit_radius(model.scene.aabb, angle)
+    c2w = look_at(ring_positions(8, radius, 25.0, azimuth_offset_deg=11.25) + centre, centre)
+    return Cameras.from_poses(c2w, 64, 64, angle)

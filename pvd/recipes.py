@@ -33,13 +33,14 @@ def recipes_dir() -> Path:
     raise UserError("pvd's recipes folder is missing from this installation; reinstall pvd")
 
 
-def resolve_preset(name: str) -> str:
-    """``cpu``, ``paper``, or ``auto`` → ``paper`` when the CUDA path works, else ``cpu``."""
+def resolve_preset(name: str, device: str = "cpu") -> str:
+    """``cpu``, ``paper``, or ``auto`` → ``paper`` when ``device`` is CUDA and nerfacc's CUDA
+    path loads, else ``cpu``."""
     key = name.strip().lower()
     if key == "auto":
         from .render import nerfacc_cuda_available
 
-        return "paper" if nerfacc_cuda_available() else "cpu"
+        return "paper" if device.startswith("cuda") and nerfacc_cuda_available() else "cpu"
     if key not in PRESETS:
         raise UserError(f"unknown preset '{name}'; choose one of: auto, {', '.join(PRESETS)}")
     return key

@@ -5,8 +5,8 @@ Samples are *packed*: ``ray_indices``, ``t_starts``, ``t_ends`` ``[S]``, sorted 
 
 - **CUDA** (tensors on a CUDA device and nerfacc's CUDA extension loads): nerfacc's
   ``OccGridEstimator.sampling`` and packed ``nerfacc.rendering``.
-- **CPU / pure torch** (nerfacc's packed scans need CUDA): uniform steps of ``step_size`` between each
-  ray's AABB entry and exit (stratified by a random per-ray offset in training), samples whose
+- **CPU / pure torch** (nerfacc's packed scans need CUDA): uniform steps of ``step_size`` between
+  each ray's AABB entry and exit (stratified by a random per-ray offset in training), samples whose
   midpoint lies in an empty occupancy cell dropped, then — as nerfacc does when given ``sigma_fn`` —
   a no-grad density pass drops samples behind an opaque surface (transmittance below
   ``early_stop_eps``) or below ``alpha_threshold``. Rendering pads the packed samples to
@@ -106,6 +106,7 @@ class OccupancyGrid:
         cells = (self.resolution,) * 3
         self.density = torch.zeros(cells, device=self.aabb.device)
         self.binary = torch.ones(cells, dtype=torch.bool, device=self.aabb.device)
+        self._estimator = None  # nerfacc's estimator, built once on first CUDA use
 
     @property
     def device(self) -> torch.device:
@@ -187,14 +188,16 @@ class OccupancyGrid:
         return grid
 
     def to_nerfacc(self):  # -> nerfacc.OccGridEstimator; CUDA path only
-        """A nerfacc ``OccGridEstimator`` (one level) holding this grid's cells."""
+        """A nerfacc ``OccGridEstimator`` (one level) holding this grid's current cells. Built
+        once (its construction allocates per-cell coordinates) and refreshed by a copy."""
         from nerfacc import OccGridEstimator
 
-        estimator = OccGridEstimator(roi_aabb=self.aabb, resolution=self.resolution, levels=1)
-        estimator = estimator.to(self.device)
-        estimator.binaries.copy_(self.binary[None])
-        estimator.occs.copy_(self.density.reshape(-1))
-        return estimator
+        if self._estimator is None or self._estimator.binaries.device != self.device:
+            estimator = OccGridEstimator(roi_aabb=self.aabb, resolution=self.resolution, levels=1)
+            self._estimator = estimator.to(self.device)
+        self._estimator.binaries.copy_(self.binary[None])
+        self._estimator.occs.copy_(self.density.reshape(-1))
+        return self._estimator
 
 
 @dataclasses.dataclass

@@ -4,9 +4,10 @@ The loop follows nerfacc's Instant-NGP example (Li et al. 2023): random rays ove
 pixels (jittered inside the pixel, since ground-truth pixels are area averages), packed samples
 from an occupancy grid updated every few steps, an MSE photometric loss plus the architecture's
 regulariser, Adam (ε = 1e-15, as Instant-NGP) with a linear warm-up and ×0.33 steps at
-50/75/90 % of the run, and a ray batch adapted each step so that about ``target_samples`` samples
-are rendered. RGBA targets are composited on a random background each step so the field learns
-alpha, not the background colour. The run stops at ``steps`` or ``time_budget_s``, whichever
+50/75/90 % of the run (of its steps, or of its time budget when that runs out first), and a
+ray batch adapted each step so that about ``target_samples`` samples are rendered. RGBA targets
+are composited on a random background each step so the field learns alpha, not the background
+colour. The run stops at ``steps`` or ``time_budget_s``, whichever
 comes first; evaluation is not counted in the budget.
 """
 
@@ -15,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime
+import math
 import platform
 import time
 from collections.abc import Iterator
@@ -79,18 +81,35 @@ def settings_from_recipe(arch: str, recipe: Recipe) -> tuple[TrainSettings, Rend
     train.validate()
     render = RenderSettings(**recipe["render"])
     render.validate()
+    if "aabb" in recipe["model"]:
+        raise UserError("recipe key model.aabb is set from the scene; use --aabb to change the box")
     try:
-        architectures.get(arch).config_class.from_dict(recipe["model"])
+        config = architectures.get(arch).config_class.from_dict(recipe["model"])
     except architectures.ConfigError as exc:
         raise UserError(f"recipe model section: {exc}") from None
+    if config.sigma_clip is not None and render.occupancy_threshold <= math.exp(
+        config.sigma_clip[0]
+    ):
+        raise UserError(
+            f"render.occupancy_threshold = {render.occupancy_threshold} must exceed the density "
+            f"floor e^{config.sigma_clip[0]} of model.sigma_clip, else every cell stays occupied"
+        )
     return train, render
 
 
-def lr_factor(step: int, total: int, warmup: int) -> float:
-    """nerfacc's schedule: linear warm-up from 1 %, then ×0.33 at 50, 75 and 90 % of the run."""
+def lr_factor(step: int, progress: float, warmup: int) -> float:
+    """nerfacc's schedule: linear warm-up from 1 % over ``warmup`` steps, then ×0.33 once the
+    run's ``progress`` (fraction done) passes 50, 75 and 90 %."""
     warm = min(1.0, 0.01 + 0.99 * step / warmup) if warmup > 0 else 1.0
-    drops = sum(step >= int(total * f) for f in (0.5, 0.75, 0.9))
+    drops = sum(progress >= f for f in (0.5, 0.75, 0.9))
     return warm * 0.33**drops
+
+
+def run_progress(step: int, steps: int, elapsed: float, budget: float) -> float:
+    """Fraction of the run done: of its steps, or of its time budget when that is further along
+    (so schedules complete in runs stopped by time)."""
+    progress = step / steps
+    return max(progress, elapsed / budget) if budget > 0 else progress
 
 
 def _versions() -> dict[str, str]:
@@ -107,11 +126,15 @@ def _versions() -> dict[str, str]:
 
 
 @contextlib.contextmanager
-def deterministic_algorithms() -> Iterator[None]:
-    """Deterministic torch kernels for the duration (restored afterwards). On CPU, scatter-adds
-    run in parallel otherwise and the same seed gives a different teacher; measured no slower
-    for the hash grid's forward+backward."""
+def deterministic_algorithms(enabled: bool) -> Iterator[None]:
+    """Deterministic torch kernels for the duration when ``enabled`` (restored afterwards). On
+    CPU, scatter-adds otherwise run in parallel and the same seed gives a different teacher; on
+    CPU this measured no slower for the hash grid's forward+backward. CUDA runs keep the fast
+    (non-deterministic) kernels."""
     previous = torch.are_deterministic_algorithms_enabled()
+    if not enabled:
+        yield
+        return
     torch.use_deterministic_algorithms(True, warn_only=True)
     try:
         yield
@@ -132,7 +155,7 @@ def train(
     PSNR/SSIM is added by :func:`evaluate_test` when the dataset has a test split). The same
     seed gives the same model on the same device and thread count.
     """
-    with deterministic_algorithms():
+    with deterministic_algorithms(torch.device(device).type == "cpu"):
         return _train(dataset, arch, recipe, device, reporter or Reporter())
 
 
@@ -168,13 +191,15 @@ def _train(
     field.train()
     step = 0
     for step in range(settings.steps):
-        if field.on_train_step(step, settings.steps):
+        elapsed = time.perf_counter() - start
+        progress = run_progress(step, settings.steps, elapsed, settings.time_budget_s)
+        if field.on_train_step(progress):
             optimizer, base_lrs = make_optimizer()
         # All cells stay occupied during the warm-up: a freshly initialised field is a near-uniform
         # fog, and the mean-density rule would then cull cells at random.
         if step >= settings.occupancy_warmup_steps and step % settings.occupancy_update_every == 0:
             grid.update(field.density, decay=settings.occupancy_decay)
-        factor = lr_factor(step, settings.steps, settings.lr_warmup_steps)
+        factor = lr_factor(step, progress, settings.lr_warmup_steps)
         for group, base in zip(optimizer.param_groups, base_lrs, strict=True):
             group["lr"] = base * factor
 
@@ -195,6 +220,13 @@ def _train(
         out = render_rays(
             field, origins, dirs, grid, render, scene.near, scene.far, bg, stratified=True
         )
+        if out.n_samples == 0:  # nothing to learn from this batch
+            if not bool(grid.binary.any()):
+                raise UserError(
+                    "training emptied the occupancy grid (every cell culled): the run diverged or "
+                    "render.occupancy_threshold is too high"
+                )
+            continue
         mse = torch.mean((out.rgb - target) ** 2)
         loss = mse + settings.regularizer_weight * field.regularizer()
         optimizer.zero_grad(set_to_none=True)

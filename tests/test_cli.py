@@ -90,16 +90,25 @@ def test_bad_dataset_and_arch_leave_no_output(tmp_path, tiny_dataset):
     malformed.mkdir()
     (malformed / "transforms_train.json").write_text("[1, 2")
     assert_user_error(run("train", str(malformed), "--out", str(out)), "not valid JSON")
-    assert_user_error(run("train", str(tiny_dataset), "--arch", "nerfzilla", "--out", str(out)),
-                      "unknown architecture 'nerfzilla'", "hashgrid")
-    assert_user_error(run("train", str(tiny_dataset), "--set", "train.steps=-3", "--out", str(out)),
-                      "train.steps")
-    assert_user_error(run("train", str(tiny_dataset), "--set", "train.stepz=3", "--out", str(out)),
-                      "unknown recipe key 'train.stepz'")
-    assert_user_error(run("train", str(tiny_dataset), "--set", "model.levels=0", "--out", str(out)),
-                      "levels")
-    assert_user_error(run("train", str(tiny_dataset), "--preset", "gpu", "--out", str(out)),
-                      "unknown preset 'gpu'")
+    assert_user_error(
+        run("train", str(tiny_dataset), "--arch", "nerfzilla", "--out", str(out)),
+        "unknown architecture 'nerfzilla'",
+        "hashgrid",
+    )
+    assert_user_error(
+        run("train", str(tiny_dataset), "--set", "train.steps=-3", "--out", str(out)), "train.steps"
+    )
+    assert_user_error(
+        run("train", str(tiny_dataset), "--set", "train.stepz=3", "--out", str(out)),
+        "unknown recipe key 'train.stepz'",
+    )
+    assert_user_error(
+        run("train", str(tiny_dataset), "--set", "model.levels=0", "--out", str(out)), "levels"
+    )
+    assert_user_error(
+        run("train", str(tiny_dataset), "--preset", "gpu", "--out", str(out)),
+        "unknown preset 'gpu'",
+    )
     assert not out.exists()
     assert list(tmp_path.glob(".*tmp*")) == []
 
@@ -107,8 +116,20 @@ def test_bad_dataset_and_arch_leave_no_output(tmp_path, tiny_dataset):
 def test_train_eval_info_render_end_to_end(tmp_path, tiny_dataset):
     out = tmp_path / "teacher.safetensors"
     sets = [arg for s in TINY_HASHGRID for arg in ("--set", s)]
-    result = run("train", str(tiny_dataset), "--preset", "cpu", "--steps", "4", "--device", "cpu",
-                 "--out", str(out), "--json", *sets)
+    result = run(
+        "train",
+        str(tiny_dataset),
+        "--preset",
+        "cpu",
+        "--steps",
+        "4",
+        "--device",
+        "cpu",
+        "--out",
+        str(out),
+        "--json",
+        *sets,
+    )
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     assert report["steps"] == 4 and report["test"]["images"] == 2
@@ -130,7 +151,9 @@ def test_train_eval_info_render_end_to_end(tmp_path, tiny_dataset):
     gif = tmp_path / "turn.gif"
     assert run("render", str(out), "--out", str(gif), "--frames", "3").returncode == 0
     assert gif.stat().st_size > 0
-    assert_user_error(run("render", str(out), "--out", str(tmp_path / "x.avi")), "expected a folder")
+    assert_user_error(
+        run("render", str(out), "--out", str(tmp_path / "x.avi")), "expected a folder"
+    )
     assert_user_error(run("eval", str(out)), "nothing to compare with")
 
 
@@ -149,7 +172,9 @@ def test_save_load_identical_and_same_seed_same_teacher(tiny_dataset, tiny_check
     dataset = load_dataset(tiny_dataset)
     recipe = build_recipe("hashgrid", "cpu", None, [*TINY_HASHGRID, "train.steps=6"])
     retrained = train(dataset, "hashgrid", recipe)
-    for (name, a), b in zip(model.field.state_dict().items(), retrained.field.state_dict().values(), strict=True):
+    for (name, a), b in zip(
+        model.field.state_dict().items(), retrained.field.state_dict().values(), strict=True
+    ):
         assert torch.equal(a, b), name
     assert architectures.load(tiny_checkpoint).checkpoint.provenance["seed"] == 0
 
@@ -159,8 +184,29 @@ def test_scenes_list_and_make(tmp_path):
     names = json.loads(listed.stdout)
     assert {"texture", "glossy", "transparent"} <= set(names)
     assert_user_error(run("scenes", "make", "nope", str(tmp_path / "x")), "unknown scene 'nope'")
-    assert_user_error(run("scenes", "make", "texture", str(tmp_path / "x"), "--size", "0"), "--size")
-    made = run("scenes", "make", "glossy", str(tmp_path / "g"), "--size", "12", "--views", "2",
-               "--test-views", "1", "--supersample", "1")
+    assert_user_error(
+        run("scenes", "make", "texture", str(tmp_path / "x"), "--size", "0"), "--size"
+    )
+    made = run(
+        "scenes",
+        "make",
+        "glossy",
+        str(tmp_path / "g"),
+        "--size",
+        "12",
+        "--views",
+        "2",
+        "--test-views",
+        "1",
+        "--supersample",
+        "1",
+    )
     assert made.returncode == 0, made.stderr
     assert (tmp_path / "g" / "transforms_test.json").exists()
+
+
+def test_every_public_name_of_pvd_imports():
+    import pvd
+
+    for name in pvd.__all__:
+        assert getattr(pvd, name) is not None, name

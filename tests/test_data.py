@@ -28,7 +28,9 @@ def _write_png(path: Path, w: int, h: int, alpha: bool, value: int = 128) -> Non
 
 def _poses(n: int, radius: float = 4.0) -> list[list[list[float]]]:
     angles = torch.arange(n, dtype=torch.float64) / n * 2 * math.pi
-    eye = torch.stack([radius * torch.cos(angles), radius * torch.sin(angles), torch.full_like(angles, 1.0)], -1)
+    eye = torch.stack(
+        [radius * torch.cos(angles), radius * torch.sin(angles), torch.full_like(angles, 1.0)], -1
+    )
     return look_at(eye).tolist()
 
 
@@ -38,8 +40,15 @@ def _blender(root: Path, w: int = 24, h: int = 16, n: int = 3, with_ext: bool = 
         frames = []
         for i, pose in enumerate(_poses(n)):
             _write_png(root / split / f"img_{i}.png", w, h, alpha=True)
-            frames.append({"file_path": f"./{split}/img_{i}" + (".png" if with_ext else ""), "transform_matrix": pose})
-        (root / f"transforms_{split}.json").write_text(json.dumps({"camera_angle_x": 0.8, "frames": frames}))
+            frames.append(
+                {
+                    "file_path": f"./{split}/img_{i}" + (".png" if with_ext else ""),
+                    "transform_matrix": pose,
+                }
+            )
+        (root / f"transforms_{split}.json").write_text(
+            json.dumps({"camera_angle_x": 0.8, "frames": frames})
+        )
     return root
 
 
@@ -101,8 +110,16 @@ def test_nerfstudio_variant(tmp_path):
 def test_nerfstudio_distortion_refused(tmp_path):
     root = tmp_path / "ns"
     _write_png(root / "a.png", 8, 8, alpha=False)
-    meta = {"fl_x": 8, "fl_y": 8, "cx": 4, "cy": 4, "w": 8, "h": 8, "k1": 0.1,
-            "frames": [{"file_path": "a.png", "transform_matrix": _poses(1)[0]}]}
+    meta = {
+        "fl_x": 8,
+        "fl_y": 8,
+        "cx": 4,
+        "cy": 4,
+        "w": 8,
+        "h": 8,
+        "k1": 0.1,
+        "frames": [{"file_path": "a.png", "transform_matrix": _poses(1)[0]}],
+    }
     (root / "transforms.json").write_text(json.dumps(meta))
     with pytest.raises(UserError, match=r"lens distortion \(k1=0.1\) is not supported"):
         load_dataset(root)
@@ -113,16 +130,49 @@ def test_nerfstudio_distortion_refused(tmp_path):
     [
         (lambda r: None, "no such dataset folder"),
         (lambda r: r.mkdir(), "not a dataset"),
-        (lambda r: (r.mkdir(), (r / "transforms_train.json").write_text("{oops")), "not valid JSON"),
-        (lambda r: (r.mkdir(), (r / "transforms_train.json").write_text('{"frames": []}')), "missing 'camera_angle_x'"),
-        (lambda r: (r.mkdir(), (r / "transforms_train.json").write_text('{"camera_angle_x": 0.7, "frames": []}')),
-         "no frames"),
-        (lambda r: (r.mkdir(), (r / "transforms_train.json").write_text(
-            json.dumps({"camera_angle_x": 0.7, "frames": [{"file_path": "./x", "transform_matrix": _poses(1)[0]}]}))),
-         "image './x' not found"),
-        (lambda r: (r.mkdir(), (r / "transforms_train.json").write_text(
-            json.dumps({"camera_angle_x": 0.7, "frames": [{"file_path": "./x", "transform_matrix": [[1, 2]]}]}))),
-         "transform_matrix must be a finite 4x4 matrix"),
+        (
+            lambda r: (r.mkdir(), (r / "transforms_train.json").write_text("{oops")),
+            "not valid JSON",
+        ),
+        (
+            lambda r: (r.mkdir(), (r / "transforms_train.json").write_text('{"frames": []}')),
+            "missing 'camera_angle_x'",
+        ),
+        (
+            lambda r: (
+                r.mkdir(),
+                (r / "transforms_train.json").write_text('{"camera_angle_x": 0.7, "frames": []}'),
+            ),
+            "no frames",
+        ),
+        (
+            lambda r: (
+                r.mkdir(),
+                (r / "transforms_train.json").write_text(
+                    json.dumps(
+                        {
+                            "camera_angle_x": 0.7,
+                            "frames": [{"file_path": "./x", "transform_matrix": _poses(1)[0]}],
+                        }
+                    )
+                ),
+            ),
+            "image './x' not found",
+        ),
+        (
+            lambda r: (
+                r.mkdir(),
+                (r / "transforms_train.json").write_text(
+                    json.dumps(
+                        {
+                            "camera_angle_x": 0.7,
+                            "frames": [{"file_path": "./x", "transform_matrix": [[1, 2]]}],
+                        }
+                    )
+                ),
+            ),
+            "transform_matrix must be a finite 4x4 matrix",
+        ),
     ],
 )
 def test_bad_dataset_folders(tmp_path, setup, message):

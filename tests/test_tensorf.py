@@ -283,7 +283,7 @@ def test_on_train_step_upsamples_at_the_boundaries() -> None:
     schedule = field.config.schedule()
     # 216, round(√(216·1728)) = 611 and 1728 voxels over the box.
     assert schedule == [(4, 6, 8), (5, 8, 11), (8, 12, 16)]
-    replaced = [step for step in range(8) if field.on_train_step(step, 8)]
+    replaced = [step for step in range(8) if field.on_train_step(step / 8)]
     assert replaced == [2, 4]  # fractions 0.25, 0.5 of 8 steps
     assert field.config.grid_size == (8, 12, 16) and field.config.level() == 2
     assert field.density_plane[0].shape == (1, 3, 12, 8)
@@ -295,9 +295,9 @@ def test_on_train_step_upsamples_at_the_boundaries() -> None:
 
 def test_on_train_step_catches_up_in_one_upsample() -> None:
     field = _field(seed=16)
-    assert field.on_train_step(7, 8)  # e.g. a resumed run: straight to the final size
+    assert field.on_train_step(7 / 8)  # e.g. a resumed run: straight to the final size
     assert field.config.grid_size == (8, 12, 16)
-    assert not field.on_train_step(7, 8)
+    assert not field.on_train_step(7 / 8)
 
 
 def test_upsample_on_nested_grids_is_exact() -> None:
@@ -359,7 +359,7 @@ def test_upsample_preserves_smooth_fields_to_interpolation_accuracy() -> None:
 def test_save_load_after_upsample(tmp_path) -> None:
     field = _field(seed=24)
     _randomise(field, seed=25, scale=0.5)
-    assert field.on_train_step(2, 8)
+    assert field.on_train_step(2 / 8)
     path = architectures.save(field, tmp_path / "vm.safetensors", scene=SceneSpec(aabb=BOX))
     loaded = architectures.load(path)
     assert isinstance(loaded, TensoRF) and not loaded.training
@@ -369,7 +369,7 @@ def test_save_load_after_upsample(tmp_path) -> None:
         assert all(torch.equal(a, b) for a, b in zip(field(x, d), loaded(x, d), strict=True))
         assert torch.equal(field.phi1(x), loaded.phi1(x))
     # The loaded field continues the schedule from where it was: next upsample at step 4.
-    assert not loaded.on_train_step(3, 8) and loaded.on_train_step(4, 8)
+    assert not loaded.on_train_step(3 / 8) and loaded.on_train_step(4 / 8)
 
 
 def test_load_refuses_factors_of_another_size(tmp_path) -> None:
@@ -408,7 +408,7 @@ def test_l1_weight_switches_after_the_first_upsample() -> None:
 
     with torch.no_grad():
         assert float(field.regularizer()) == pytest.approx(2.0 * norm(), rel=1e-6)
-        field.on_train_step(2, 8)
+        field.on_train_step(2 / 8)
         assert float(field.regularizer()) == pytest.approx(0.5 * norm(), rel=1e-6)
 
 
@@ -527,7 +527,7 @@ def test_replace_restarts_the_grid_only_when_the_start_changes() -> None:
             [0.5, 1.0],
             "upsample_fractions must increase strictly within (0, 1)",
         ),
-        ("grid_size", [4, 4], "grid_size must be 3 integers >= 2, got (4, 4)"),
+        ("grid_size", [4, 4], "grid_size must hold 3 values, got 2"),
         ("grid_size", [4, 1, 4], "grid_size must be 3 integers >= 2, got (4, 1, 4)"),
         ("init_std", 0.0, "init_std must be > 0, got 0.0"),
         ("density_shift", math.nan, "density_shift must be finite, got nan"),
