@@ -36,6 +36,7 @@ WORK = ROOT / "benchmarks" / "work"
 MARKDOWN = ROOT / "BENCHMARKS.md"
 ARCHS = ("hashgrid", "mlp", "plenoxels", "tensorf", "mflod", "mulfagrid")
 SCENES = ("texture", "glossy", "transparent")
+COMMAND = "python benchmarks/teachers.py --size 64 --budget 300 --max-steps 20000"
 
 
 def _write_json_atomic(path: Path, data: object) -> None:
@@ -127,8 +128,14 @@ def main() -> None:
         "--max-steps", type=int, default=20000, help="step limit (the budget stops first)"
     )
     parser.add_argument("--redo", default="", help="comma-separated arch/scene cells to rerun")
+    parser.add_argument(
+        "--report", action="store_true", help="only rewrite BENCHMARKS.md from the cache"
+    )
     args = parser.parse_args()
     cells = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+    if args.report:
+        update_markdown(cells, COMMAND)
+        return
     redo = {c for c in args.redo.split(",") if c}
     for arch in args.archs.split(","):
         for scene in args.scenes.split(","):
@@ -145,7 +152,7 @@ def main() -> None:
                 flush=True,
             )
             _write_json_atomic(RESULTS, cells)
-    update_markdown(cells, "python benchmarks/teachers.py --size 64 --budget 300 --max-steps 20000")
+    update_markdown(cells, COMMAND)
 
 
 if __name__ == "__main__":

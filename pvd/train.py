@@ -36,17 +36,18 @@ from .render import OccupancyGrid, RenderSettings, render_rays
 
 @dataclasses.dataclass
 class TrainSettings:
-    """The ``train`` section of a recipe (see ``recipes/train.toml`` for each key's meaning)."""
+    """The ``train`` section of a recipe (see ``recipes/train.toml`` for each key's meaning);
+    the defaults are the ``cpu`` preset's."""
 
-    steps: int = 2000
+    steps: int = 400
     lr: float = 1e-2
-    lr_warmup_steps: int = 100
+    lr_warmup_steps: int = 20
     batch_rays: int = 1024
-    target_samples: int = 65536
+    target_samples: int = 32768
     regularizer_weight: float = 1.0
     occupancy_update_every: int = 16
-    occupancy_warmup_steps: int = 256
-    occupancy_decay: float = 0.95
+    occupancy_warmup_steps: int = 0
+    occupancy_decay: float = 0.7
     random_background: bool = True
     time_budget_s: float = 0.0
     seed: int = 0
