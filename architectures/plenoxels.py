@@ -142,7 +142,8 @@ class Plenoxels(RadianceField):
         """The grid at ``base_lr · lr_scale``: 10 × the base 1e-2 gives 0.1, DVGO's Adam rate for
         its dense density and colour grids (Sun et al., CVPR 2022); svox2's RMSprop rates (σ: 30,
         SH: 1e-2) do not carry over to Adam. At 1e-2 a 64-px, 5-minute run could not move
-        ``sigma_raw`` from its initial −2.3 to an opaque value (17.9 dB test PSNR on ``texture``)."""
+        ``sigma_raw`` from its initial −2.3 to an opaque value (17.9 dB test PSNR on
+        ``texture``; 24.8 dB at 10×)."""
         return [{"params": [self.grid], "lr": base_lr * self.config.lr_scale}]
 
     def sigma_raw(self, x: torch.Tensor) -> torch.Tensor:

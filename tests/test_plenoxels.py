@@ -194,7 +194,7 @@ def test_gradients_reach_every_parameter_group() -> None:
     sigma, rgb = field(x, d)
     (sigma.mean() + rgb.mean() + field.regularizer()).backward()
     groups = field.param_groups(3e-2)
-    assert [g["lr"] for g in groups] == [3e-2]
+    assert [g["lr"] for g in groups] == [pytest.approx(3e-2 * field.config.lr_scale)]
     assert [p for g in groups for p in g["params"]] == [field.grid]
     grad = field.grid.grad
     assert grad is not None and float(grad[0].abs().sum()) > 0 and float(grad[1:].abs().sum()) > 0
