@@ -22,8 +22,8 @@ install: $(VENV)/.installed
 demo: install
 	$(VENV)/bin/pvd info checkpoints/hashgrid-texture.safetensors
 	$(VENV)/bin/pvd scenes make texture $(DEMO)/texture --size 64 --overwrite
-	$(VENV)/bin/pvd eval checkpoints/hashgrid-texture.safetensors --data $(DEMO)/texture --device cpu
-	$(VENV)/bin/pvd render checkpoints/hashgrid-texture.safetensors --out $(DEMO)/turntable.gif --frames 24 --device cpu
+	$(VENV)/bin/pvd convert checkpoints/hashgrid-texture.safetensors --to mulfagrid --preset cpu --device cpu --data $(DEMO)/texture --out $(DEMO)/mulfagrid-texture.safetensors
+	$(VENV)/bin/pvd render $(DEMO)/mulfagrid-texture.safetensors --out $(DEMO)/mulfagrid-turntable.gif --frames 24 --device cpu
 
 test: install
 	$(VENV)/bin/pytest -q
@@ -33,6 +33,10 @@ lint: install
 
 bench: install
 	$(VENV)/bin/python benchmarks/teachers.py
+	$(VENV)/bin/python benchmarks/convert.py students
+	$(VENV)/bin/python benchmarks/convert.py ablation
+	$(VENV)/bin/python benchmarks/convert.py speedup
+	$(VENV)/bin/python benchmarks/convert.py matrix
 
 clean:
 	rm -rf out .pytest_cache

@@ -21,6 +21,8 @@ _LAZY = {
     "RenderSettings": "pvd.render",
     "TrainedModel": "pvd.model",
     "UserError": "pvd.errors",
+    "convert": "pvd.distill",
+    "ConversionReport": "pvd.distill",
 }
 
 __all__ = ["__version__", *_LAZY]

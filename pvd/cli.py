@@ -166,6 +166,82 @@ def train(
     )
 
 
+@app.command()
+def convert(
+    teacher: Annotated[Path, typer.Argument(help="Teacher checkpoint (.safetensors).")],
+    to: Annotated[str, typer.Option(help="Student architecture (mlp, plenoxels, tensorf, …).")],
+    out: Annotated[Path | None, typer.Option(help="Student checkpoint to write.")] = None,
+    recipe: Annotated[Path | None, typer.Option(help="Recipe TOML overriding the preset.")] = None,
+    preset: Annotated[str, typer.Option(help="cpu, paper or auto.")] = "auto",
+    steps: Annotated[
+        int | None, typer.Option(help="Distillation steps (overrides the recipe).")
+    ] = None,
+    data: Annotated[
+        Path | None, typer.Option(help="Dataset with ground truth: adds quality to the report.")
+    ] = None,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Continue an interrupted conversion writing --out.")
+    ] = False,
+    inherit_decoder: Annotated[
+        bool | None,
+        typer.Option("--inherit-decoder/--no-inherit-decoder", help="Copy the teacher's decoder."),
+    ] = None,
+    warm_start: Annotated[
+        bool | None, typer.Option("--warm-start/--no-warm-start", help="Plenoxels/TensoRF fit.")
+    ] = None,
+    seed: Annotated[int | None, typer.Option(help="Random seed (overrides the recipe).")] = None,
+    set_: Annotated[
+        list[str] | None, typer.Option("--set", help="Override a recipe value: section.key=value.")
+    ] = None,
+    device: DeviceOpt = "auto",
+    as_json: JsonFlag = False,
+) -> None:
+    """Convert a trained field into another architecture by progressive volume distillation."""
+    import architectures
+
+    from .data import load_dataset
+    from .distill import convert as run_conversion
+    from .errors import UserError
+    from .progress import RichReporter
+    from .recipes import resolve_preset
+
+    name = architectures.canonical_name(to)
+    dev = _device(device)
+    chosen = resolve_preset(preset, dev)
+    assignments = list(set_ or [])
+    for key, value in (("inherit_decoder", inherit_decoder), ("warm_start", warm_start)):
+        if value is not None:
+            assignments.append(f"distill.{key}={str(value).lower()}")
+    if seed is not None:
+        assignments.append(f"distill.seed={seed}")
+    out = out or teacher.with_name(f"{teacher.stem}-to-{name}.safetensors")
+    if out.is_dir():
+        raise UserError(f"--out {out}: is a folder; give a .safetensors file name")
+    if out.resolve() == teacher.resolve():
+        raise UserError(f"--out {out}: would overwrite the teacher; choose another file name")
+    dataset = load_dataset(data) if data is not None else None
+    with RichReporter() as reporter:
+        _, report = run_conversion(
+            teacher,
+            name,
+            recipe,
+            preset=chosen,
+            overrides=assignments,
+            steps=steps,
+            data=dataset,
+            out=out,
+            resume=resume,
+            device=dev,
+            reporter=reporter,
+        )
+    if as_json:
+        _print_json(report.to_dict())
+        return
+    console = _console()
+    for line in report.lines():
+        console.print(line, highlight=False)
+
+
 @app.command(name="eval")
 def evaluate(
     checkpoint: Annotated[Path, typer.Argument(help="pvd checkpoint (.safetensors).")],

@@ -1,11 +1,15 @@
 """Recipes: TOML presets for models, training and rendering, with validated overrides.
 
-A recipe has sections ``model`` (the architecture's config keys), ``train`` and ``render``.
-``recipes/train.toml`` holds the shared ``[<preset>.train]`` / ``[<preset>.render]`` defaults and
-``recipes/<arch>.toml`` the architecture's ``[<preset>.model]`` plus any overrides. Precedence:
-command-line flags > ``--set section.key=value`` > ``--recipe FILE`` > preset. An unknown section
-or key, or a value of the wrong type, is refused with the key named; ranges are checked by the
-dataclasses that consume each section (``FieldConfig``, ``TrainSettings``, ``RenderSettings``).
+A training recipe (``pvd train``) has sections ``model`` (the architecture's config keys),
+``train`` and ``render``: ``recipes/train.toml`` holds the shared ``[<preset>.train]`` /
+``[<preset>.render]`` defaults and ``recipes/<arch>.toml`` the architecture's ``[<preset>.model]``
+plus any overrides. A conversion recipe (``pvd convert``) has sections ``model`` (the student's
+config) and ``distill``: ``recipes/distill.toml`` holds the shared ``[<preset>.distill]`` and
+the student's ``recipes/<arch>.toml`` its ``[<preset>.model]`` and ``[<preset>.distill]``
+overrides. Precedence: command-line flags > ``--set section.key=value`` > ``--recipe FILE`` >
+preset. An unknown section or key, or a value of the wrong type, is refused with the key named;
+ranges are checked by the dataclasses that consume each section (``FieldConfig``,
+``TrainSettings``, ``RenderSettings``, ``DistillSettings``).
 
 ``--preset auto`` picks ``paper`` only when CUDA is available and nerfacc's CUDA path loads.
 """
@@ -20,7 +24,12 @@ from typing import Any
 from .errors import UserError
 
 PRESETS = ("cpu", "paper")
-SECTIONS = ("model", "train", "render")
+SECTIONS = ("model", "train", "render", "distill")
+#: Which sections each kind of recipe has, and the shared file its defaults come from.
+KINDS = {
+    "train": (("model", "train", "render"), "train.toml"),
+    "distill": (("model", "distill"), "distill.toml"),
+}
 Recipe = dict[str, dict[str, Any]]
 
 
@@ -55,12 +64,14 @@ def _read_toml(path: Path) -> dict[str, Any]:
         raise UserError(f"{path}: not valid TOML ({exc})") from None
 
 
-def _merge(base: Recipe, extra: dict[str, Any], origin: str) -> Recipe:
+def _merge(
+    base: Recipe, extra: dict[str, Any], origin: str, sections: tuple[str, ...] = SECTIONS
+) -> Recipe:
     out = copy.deepcopy(base)
     for section, values in extra.items():
-        if section not in SECTIONS:
+        if section not in sections:
             raise UserError(
-                f"{origin}: unknown recipe section '{section}' (known: {', '.join(SECTIONS)})"
+                f"{origin}: unknown recipe section '{section}' (known: {', '.join(sections)})"
             )
         if not isinstance(values, dict):
             raise UserError(f"{origin}: recipe section '{section}' must be a table")
@@ -68,27 +79,32 @@ def _merge(base: Recipe, extra: dict[str, Any], origin: str) -> Recipe:
     return out
 
 
-def load_preset(arch: str, preset: str) -> Recipe:
-    """The shipped recipe for ``arch`` (a registered name) under ``preset`` (``cpu``/``paper``)."""
+def load_preset(arch: str, preset: str, kind: str = "train") -> Recipe:
+    """The shipped ``kind`` recipe (``train`` or ``distill``) for ``arch`` (a registered name)
+    under ``preset`` (``cpu``/``paper``); the architecture file's other sections are skipped."""
+    sections, shared_name = KINDS[kind]
     folder = recipes_dir()
-    shared = _read_toml(folder / "train.toml").get(preset, {})
+    shared = _read_toml(folder / shared_name).get(preset, {})
     arch_file = folder / f"{arch}.toml"
     specific = _read_toml(arch_file).get(preset, {}) if arch_file.exists() else {}
-    recipe: Recipe = {section: {} for section in SECTIONS}
-    recipe = _merge(recipe, shared, str(folder / "train.toml"))
-    return _merge(recipe, specific, str(arch_file))
+    specific = {k: v for k, v in specific.items() if k in sections}
+    recipe: Recipe = {section: {} for section in sections}
+    recipe = _merge(recipe, shared, str(folder / shared_name), sections)
+    return _merge(recipe, specific, str(arch_file), sections)
 
 
-def parse_assignment(text: str) -> tuple[str, str, Any]:
+def parse_assignment(
+    text: str, sections: tuple[str, ...] = KINDS["train"][0]
+) -> tuple[str, str, Any]:
     """``section.key=value`` → (section, key, value); the value is read as TOML when it parses
     (numbers, booleans, arrays), else kept as a string."""
     if "=" not in text:
         raise UserError(f"--set expects section.key=value, got '{text}'")
     name, raw = text.split("=", 1)
     parts = name.strip().split(".")
-    if len(parts) != 2 or parts[0] not in SECTIONS or not parts[1]:
+    if len(parts) != 2 or parts[0] not in sections or not parts[1]:
         raise UserError(
-            f"--set key '{name.strip()}' must be one of {', '.join(SECTIONS)} followed by .key"
+            f"--set key '{name.strip()}' must be one of {', '.join(sections)} followed by .key"
         )
     try:
         value = tomllib.loads(f"v = {raw.strip()}")["v"]
@@ -102,14 +118,16 @@ def build_recipe(
     preset: str,
     recipe_file: str | Path | None = None,
     assignments: list[str] | None = None,
+    kind: str = "train",
 ) -> Recipe:
     """Preset, then the recipe file (its top-level sections), then ``--set`` assignments."""
-    recipe = load_preset(arch, preset)
+    sections = KINDS[kind][0]
+    recipe = load_preset(arch, preset, kind)
     if recipe_file is not None:
         path = Path(recipe_file)
-        recipe = _merge(recipe, _read_toml(path), str(path))
+        recipe = _merge(recipe, _read_toml(path), str(path), sections)
     for text in assignments or []:
-        section, key, value = parse_assignment(text)
+        section, key, value = parse_assignment(text, sections)
         recipe[section][key] = value
     return recipe
 

@@ -21,6 +21,26 @@ TINY_HASHGRID = [
     "train.occupancy_update_every=2",
 ]
 
+#: Per-architecture shrinking so each trains in a second or two.
+TINY_MODELS = {
+    "hashgrid": ["model.levels=4", "model.log2_table_size=12", "model.max_resolution=64"],
+    "mlp": ["model.depth=3", "model.width=32"],
+    "plenoxels": ["model.resolution=16"],
+    "tensorf": [
+        "model.initial_resolution=8",
+        "model.final_resolution=16",
+        "model.density_components=2",
+        "model.appearance_components=4",
+    ],
+    "mflod": [
+        "model.levels=2",
+        "model.base_resolution=8",
+        "model.features=4",
+        "model.hidden_width=16",
+    ],
+    "mulfagrid": ["model.resolution=12", "model.kernel_width=8", "model.filter_layers=2"],
+}
+
 
 @pytest.fixture(scope="session")
 def tiny_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:

@@ -71,13 +71,19 @@ def bad_files(tmp_path: Path, tiny_checkpoint: Path) -> dict[str, Path]:
         ("newer_schema", ["schema 99", "upgrade pvd"]),
     ],
 )
-@pytest.mark.parametrize("command", ["info", "eval", "render"])
+@pytest.mark.parametrize("command", ["info", "eval", "render", "convert"])
 def test_bad_checkpoints_give_one_line_errors(bad_files, tmp_path, kind, fragments, command):
     path = bad_files[kind]
     out = tmp_path / "out"
-    extra = {"info": [], "eval": ["--against", str(path)], "render": ["--out", str(out)]}[command]
+    extra = {
+        "info": [],
+        "eval": ["--against", str(path)],
+        "render": ["--out", str(out)],
+        "convert": ["--to", "mlp", "--out", str(out)],
+    }[command]
     result = run(command, str(path), *extra)
     assert_user_error(result, str(path), *fragments)
+    assert not out.exists()
     assert not out.exists()
 
 
@@ -210,3 +216,56 @@ def test_every_public_name_of_pvd_imports():
 
     for name in pvd.__all__:
         assert getattr(pvd, name) is not None, name
+
+
+@pytest.mark.parametrize(
+    ("args", "fragments"),
+    [
+        (["--to", "nerf9"], ["unknown architecture 'nerf9'"]),
+        (["--to", "mlp", "--set", "distill.stepz=4"], ["unknown recipe key 'distill.stepz'"]),
+        (["--to", "mlp", "--set", "distill.points=-4"], ["distill.points = -4 is out of range"]),
+        (["--to", "mlp", "--resume"], ["--resume: no saved state"]),
+        (["--to", "mlp", "--preset", "gpu"], ["unknown preset 'gpu'"]),
+    ],
+)
+def test_convert_refuses_bad_arguments_in_one_line(tiny_checkpoint, tmp_path, args, fragments):
+    out = tmp_path / "student.safetensors"
+    result = run("convert", str(tiny_checkpoint), "--out", str(out), "--device", "cpu", *args)
+    assert_user_error(result, *fragments)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_convert_writes_a_student_and_prints_the_report(tiny_checkpoint, tmp_path):
+    out = tmp_path / "student.safetensors"
+    sets = [
+        "model.resolution=12",
+        "model.kernel_width=8",
+        "model.filter_layers=2",
+        "distill.points=1024",
+        "distill.stage3_points=256",
+        "distill.pool_rays=1024",
+        "distill.target_samples=2048",
+    ]
+    result = run(
+        "convert",
+        str(tiny_checkpoint),
+        "--to",
+        "mulfagrid",
+        "--out",
+        str(out),
+        "--steps",
+        "6",
+        "--preset",
+        "cpu",
+        "--device",
+        "cpu",
+        "--json",
+        *[arg for s in sets for arg in ("--set", s)],
+    )
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["student"]["arch"] == "mulfagrid" and report["steps"] == 6
+    assert report["inherited"] == ["decoder (phi2) from the hashgrid teacher"]
+    assert report["output"] == str(out)
+    assert TrainedModel.load(out).provenance["teacher"]["sha256"] == report["teacher"]["sha256"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["student.safetensors"]

@@ -13,25 +13,8 @@ from pvd.model import TrainedModel
 from pvd.recipes import build_recipe, parse_assignment
 from pvd.train import lr_factor, run_progress, settings_from_recipe, train
 
-#: Per-architecture shrinking so each trains in a second or two.
-TINY_MODELS = {
-    "hashgrid": ["model.levels=4", "model.log2_table_size=12", "model.max_resolution=64"],
-    "mlp": ["model.depth=3", "model.width=32"],
-    "plenoxels": ["model.resolution=16"],
-    "tensorf": [
-        "model.initial_resolution=8",
-        "model.final_resolution=16",
-        "model.density_components=2",
-        "model.appearance_components=4",
-    ],
-    "mflod": [
-        "model.levels=2",
-        "model.base_resolution=8",
-        "model.features=4",
-        "model.hidden_width=16",
-    ],
-    "mulfagrid": ["model.resolution=12", "model.kernel_width=8", "model.filter_layers=2"],
-}
+from .conftest import TINY_MODELS
+
 TINY_RUN = [
     "render.occupancy_resolution=16",
     "render.step_size=0.05",
