@@ -431,6 +431,9 @@ def main() -> None:
     """Console entry point: run the app, turning user errors into one-line messages."""
     try:
         app()
+    except KeyboardInterrupt:
+        sys.stderr.write("error: interrupted\n")
+        raise SystemExit(130) from None
     except Exception as exc:
         if not _is_user_error(exc):
             raise

@@ -22,17 +22,21 @@ never vanishes and empty space can stay truly empty. The reference code clamps i
 forward passes instead (a density floor of e⁻² everywhere, no gradient below a); pvd keeps that as
 the model option ``config.sigma_clip``, off by default. ``clip = false`` compares raw values.
 
-pvd's choices beyond the paper, each switchable in the recipe:
+pvd's choices beyond the paper (inheritance and warm starts can be switched off in the recipe):
 
 - losses are means of squared errors (the reference code uses un-squared L2 norms with weights
   2e-3); the colour term of stages 2–3 is weighted by the teacher's opacity over one render step,
   ``1 − exp(−σ_t·δ)``, so the colour of empty space (never rendered) does not compete for capacity;
+- stage 1 compares all 28 channels between two Plenoxels grids (their SH coefficients mean the
+  same), ``sigma_raw`` alone between Plenoxels and a canonical architecture;
+- stage 3 renders rays from a pool the teacher sampled and rendered once (:class:`RayPool`);
 - **decoder inheritance** (canonical → canonical): the teacher's φ² is copied into the student
   before stage 1 and fine-tuned in stages 2–3;
-- **warm starts** before stage 1: Plenoxels vertices take the teacher's clipped raw density and the
-  least-squares SH fit of the logit of its colour over 32 directions (so ``sigmoid`` of the SH
-  sum matches); TensoRF takes a CP decomposition (tensorly, ALS) of the teacher's feature grid at
-  the student's current resolution, rearranged exactly into VM factors (``tensorf.cp_to_vm``);
+- **warm starts** before stage 1: Plenoxels vertices take the teacher's raw density (clamped to
+  ``[a − 4, b]``) and the least-squares SH fit of the logit of its colour over 32 directions (so
+  ``sigmoid`` of the SH sum matches); TensoRF takes a CP decomposition (tensorly, ALS) of the
+  teacher's feature grid at the student's current resolution, rearranged exactly into VM factors
+  (``tensorf.cp_to_vm``);
 - the run is resumable: a state file beside the output (student, optimizer, random streams) is
   written every ``save_every`` steps and on Ctrl-C / SIGTERM; ``--resume`` continues it and ends
   with the same student as an uninterrupted run (CPU; steps-limited runs).
@@ -65,7 +69,7 @@ from .errors import UserError
 from .metrics import ImageScores, score_images
 from .model import TrainedModel, held_out_cameras
 from .progress import Reporter
-from .recipes import Recipe, build_recipe, check_keys
+from .recipes import Recipe, build_recipe, build_recipe_overrides, check_keys, merge_recipe
 from .render import OccupancyGrid, PackedSamples, composite_packed, sample_rays
 from .train import _versions, deterministic_algorithms, lr_factor, run_progress
 
@@ -656,13 +660,16 @@ def _read_state(path: Path) -> tuple[dict[str, Any], dict[str, str], dict[str, t
 @contextmanager
 def _interrupt_flag() -> Iterator[dict[str, int | None]]:
     """Turn SIGINT / SIGTERM into a flag the loop checks between steps (main thread only), so
-    an interruption saves a consistent state instead of one torn mid-update."""
+    an interruption saves a consistent state instead of one torn mid-update; a second signal
+    aborts at once (e.g. during a long stage-3 pool build)."""
     flag: dict[str, int | None] = {"signal": None}
     if not _in_main_thread():
         yield flag
         return
 
     def handler(signum: int, frame: object) -> None:
+        if flag["signal"] is not None:  # a second Ctrl-C: stop now, without saving
+            raise KeyboardInterrupt
         flag["signal"] = signum
 
     previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
@@ -687,8 +694,11 @@ class ConversionInterrupted(UserError):
 def settings_from_recipe(student_arch: str, recipe: Recipe) -> DistillSettings:
     """Validate a conversion recipe (student model config and distill settings)."""
     check_keys("distill", recipe["distill"], dataclasses.asdict(DistillSettings()))
-    settings = DistillSettings(**{k: v for k, v in recipe["distill"].items()})
-    settings.sigma_clip = [float(v) for v in settings.sigma_clip]
+    settings = DistillSettings(**recipe["distill"])
+    clip = settings.sigma_clip
+    if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in clip):
+        raise UserError(f"recipe value distill.sigma_clip = {clip!r} must be two numbers [a, b]")
+    settings.sigma_clip = [float(v) for v in clip]
     settings.validate()
     if "aabb" in recipe["model"]:
         raise UserError("recipe key model.aabb comes from the teacher's scene; it cannot be set")
@@ -704,6 +714,11 @@ def load_teacher(
 ) -> tuple[TrainedModel, str, str]:
     """(model, source description, sha256) of a teacher given as a model or a checkpoint path."""
     if isinstance(teacher, TrainedModel):
+        if teacher.device != torch.device(device):
+            raise UserError(
+                f"the teacher is on {teacher.device} but the conversion runs on {device}; "
+                "move it or pass device="
+            )
         return teacher, "in memory", _tensor_sha256(teacher.field)
     path = Path(teacher)
     try:
@@ -761,13 +776,11 @@ def build_conversion_recipe(
     steps: int | None,
 ) -> Recipe:
     """The student's conversion recipe: preset < recipe file or dict < overrides < ``steps``."""
-    recipe_file = None if recipe is None or isinstance(recipe, dict) else recipe
-    built = build_recipe(to, preset, recipe_file, overrides, kind="distill")
     if isinstance(recipe, dict):
-        for section, values in recipe.items():
-            if section not in built:
-                raise UserError(f"unknown recipe section '{section}' (known: model, distill)")
-            built[section].update(values)
+        built = merge_recipe(build_recipe(to, preset, kind="distill"), recipe, "recipe", "distill")
+        built = build_recipe_overrides(built, overrides, "distill")
+    else:
+        built = build_recipe(to, preset, recipe, overrides, kind="distill")
     if steps is not None:
         built["distill"]["steps"] = steps
     return built
@@ -832,7 +845,7 @@ def _convert(
                 f"--resume: {state_file} was written for another teacher "
                 f"(sha256 {meta['teacher_sha256'][:12]}…); delete it or convert without --resume"
             )
-        if meta["recipe"] != recipe or metadata.get("student.arch") != name:
+        if meta["recipe"] != json.loads(json.dumps(recipe)) or metadata.get("student.arch") != name:
             raise UserError(
                 f"--resume: {state_file} was written with another student or recipe; use the same "
                 "--to/--recipe/--set/--steps as the interrupted run, or convert without --resume"
@@ -843,7 +856,7 @@ def _convert(
         warm, inherited = meta["warm_start"], meta["inherited"]
         stages = [StageRecord(**r) for r in meta["stages"]]
         history, curve = meta["history"], meta["curve"]
-        probe_before = meta["probe_before"]
+        probe_before, probe_start = meta["probe_before"], meta["probe_start"]
         torch.set_rng_state(saved["rng.torch"])
         generator.set_state(saved["rng.generator"])
         reporter.message(f"resuming {name} from step {start_step} ({state_file})")
@@ -855,7 +868,11 @@ def _convert(
         if settings.warm_start:
             reporter.message(f"warm start of the {name} student …")
             warm = warm_start(teacher, student, tuple(settings.sigma_clip))
-    setup_seconds = time.perf_counter() - setup_start if not resume else 0.0
+    if resume:
+        setup_seconds = meta["setup_seconds"]
+    else:
+        setup_seconds = time.perf_counter() - setup_start
+        probe_start = _probe(student, teacher.field, probe_x, probe_d, settings, render.step_size)
 
     def make_optimizer() -> tuple[torch.optim.Optimizer, list[float]]:
         groups = student.param_groups(settings.lr)
@@ -866,9 +883,7 @@ def _convert(
         state = optimizer.state_dict()
         for index in range(len([p for g in state["param_groups"] for p in g["params"]])):
             entries = {
-                k.split(".", 2)[2]: v.to(device)
-                for k, v in saved.items()
-                if k.startswith(f"optim.{index}.")
+                k.split(".", 2)[2]: v for k, v in saved.items() if k.startswith(f"optim.{index}.")
             }
             if entries:
                 state["state"][index] = entries
@@ -894,6 +909,8 @@ def _convert(
             "history": history,
             "curve": curve,
             "probe_before": probe_before,
+            "probe_start": probe_start,
+            "setup_seconds": setup_seconds,
         }
 
     # -- the loop ----------------------------------------------------------------------------
@@ -961,8 +978,9 @@ def _convert(
                     loss = loss + settings.rgb_weight * pixels
                     loss = loss + settings.regularizer_weight * student.regularizer()
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            if loss.requires_grad:  # else an empty batch and no regulariser: nothing to learn
+                loss.backward()
+                optimizer.step()
             value = loss.item()
             record = stages[index]
             record.steps += 1
@@ -996,6 +1014,8 @@ def _convert(
                 student.train()
                 eval_seconds += time.perf_counter() - tick
     seconds = time.perf_counter() - loop_start - eval_seconds
+    if state_file is not None:  # the finished student survives a failure in the evaluation below
+        _save_state(state_file, student, optimizer, generator, meta_now(step, seconds))
 
     # -- the student model, evaluation, report -----------------------------------------------
     student.eval()
@@ -1036,6 +1056,7 @@ def _convert(
         },
         probe_loss={
             "before": probe_before,
+            "start": probe_start,
             "after": _probe(student, teacher.field, probe_x, probe_d, settings, step_size),
         },
         warm_start=warm,

@@ -87,6 +87,7 @@ def load_preset(arch: str, preset: str, kind: str = "train") -> Recipe:
     shared = _read_toml(folder / shared_name).get(preset, {})
     arch_file = folder / f"{arch}.toml"
     specific = _read_toml(arch_file).get(preset, {}) if arch_file.exists() else {}
+    _merge({}, specific, str(arch_file))  # a misspelt section is refused, not skipped
     specific = {k: v for k, v in specific.items() if k in sections}
     recipe: Recipe = {section: {} for section in sections}
     recipe = _merge(recipe, shared, str(folder / shared_name), sections)
@@ -121,15 +122,28 @@ def build_recipe(
     kind: str = "train",
 ) -> Recipe:
     """Preset, then the recipe file (its top-level sections), then ``--set`` assignments."""
-    sections = KINDS[kind][0]
     recipe = load_preset(arch, preset, kind)
     if recipe_file is not None:
         path = Path(recipe_file)
-        recipe = _merge(recipe, _read_toml(path), str(path), sections)
+        recipe = merge_recipe(recipe, _read_toml(path), str(path), kind)
+    return build_recipe_overrides(recipe, assignments, kind)
+
+
+def merge_recipe(recipe: Recipe, extra: dict[str, Any], origin: str, kind: str = "train") -> Recipe:
+    """``recipe`` updated by the tables of ``extra`` (a recipe file's or a dict's sections);
+    a section this ``kind`` of recipe does not have is refused by name."""
+    return _merge(recipe, extra, origin, KINDS[kind][0])
+
+
+def build_recipe_overrides(
+    recipe: Recipe, assignments: list[str] | None, kind: str = "train"
+) -> Recipe:
+    """``recipe`` with ``section.key=value`` assignments applied (a copy)."""
+    out = copy.deepcopy(recipe)
     for text in assignments or []:
-        section, key, value = parse_assignment(text, sections)
-        recipe[section][key] = value
-    return recipe
+        section, key, value = parse_assignment(text, KINDS[kind][0])
+        out[section][key] = value
+    return out
 
 
 def check_keys(section: str, values: dict[str, Any], defaults: dict[str, Any]) -> None:

@@ -84,7 +84,6 @@ def test_bad_checkpoints_give_one_line_errors(bad_files, tmp_path, kind, fragmen
     result = run(command, str(path), *extra)
     assert_user_error(result, str(path), *fragments)
     assert not out.exists()
-    assert not out.exists()
 
 
 def test_bad_dataset_and_arch_leave_no_output(tmp_path, tiny_dataset):

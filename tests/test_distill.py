@@ -3,6 +3,7 @@ steps at tiny size, density clipping, warm starts, decoder inheritance, resume, 
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,7 @@ from pvd.data import load_dataset
 from pvd.distill import (
     ConversionInterrupted,
     DistillSettings,
+    build_conversion_recipe,
     clipped_density_error,
     convert,
     sample_points,
@@ -81,10 +83,13 @@ def teachers(tiny_dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> di
 def test_every_pair_converts_loads_renders_and_improves(
     teacher: str, student: str, teachers: dict[str, Path], tmp_path: Path
 ) -> None:
+    """Without warm start or inheritance, so that any improvement is the three stages' work."""
     out = tmp_path / "student.safetensors"
-    _, report = convert(teachers[teacher], student, overrides=tiny_distill(student), out=out)
+    sets = tiny_distill(student, "distill.warm_start=false", "distill.inherit_decoder=false")
+    _, report = convert(teachers[teacher], student, overrides=sets, out=out)
     assert [s.steps for s in report.stages] == [3, 3, 3]
-    assert report.probe_loss["after"] < report.probe_loss["before"]
+    assert report.probe_loss["start"] == report.probe_loss["before"]
+    assert report.probe_loss["after"] < report.probe_loss["start"]
     loaded = TrainedModel.load(out)
     assert loaded.field.arch == student
     assert loaded.provenance["source"] == "pvd convert"
@@ -92,10 +97,22 @@ def test_every_pair_converts_loads_renders_and_improves(
     assert set(loaded.cameras) == {"train", "test"}
     image = loaded.render_views(loaded.cameras["test"], [0])[0]
     assert image.shape == (16, 16, 3) and torch.isfinite(image).all()
+    assert not state_path(out).exists()
+
+
+@pytest.mark.parametrize("student", ARCHS)
+@pytest.mark.parametrize("teacher", ["hashgrid", "plenoxels"])
+def test_inheritance_and_warm_starts_apply_where_the_pair_allows(
+    teacher: str, student: str, teachers: dict[str, Path]
+) -> None:
+    _, report = convert(
+        teachers[teacher], student, overrides=tiny_distill(student, "distill.steps=1")
+    )
     canonical = architectures.get(teacher).canonical and architectures.get(student).canonical
     assert bool(report.inherited) == canonical
     assert (report.warm_start is not None) == (student in ("plenoxels", "tensorf"))
-    assert not state_path(out).exists()
+    if report.warm_start:  # a warm start moves the student towards the teacher before any step
+        assert report.probe_loss["start"] < report.probe_loss["before"]
 
 
 def test_clipped_density_error_is_one_sided_at_the_ends() -> None:
@@ -272,6 +289,7 @@ def _flag_after(steps: int):
         (["train.steps=3"], "--set key 'train.steps' must be one of model, distill"),
         (["model.width=-4"], "width"),
         (["distill.clip=3"], "distill.clip = 3 must be of type bool"),
+        (['distill.sigma_clip=["a", 1]'], "must be two numbers"),
     ],
 )
 def test_bad_recipe_values_are_refused_by_name(
@@ -294,12 +312,22 @@ def test_bad_teacher_and_architecture_are_refused(
         convert(teachers["hashgrid"], "nerf9")
 
 
-def test_settings_defaults_match_the_cpu_recipe() -> None:
-    recipe = build_recipe("mlp", "cpu", kind="distill")
-    defaults = DistillSettings()
-    for key, value in recipe["distill"].items():
-        if key != "steps":  # students override the step count for their speed
-            assert getattr(defaults, key) == value, key
+def test_settings_defaults_match_the_shared_cpu_recipe() -> None:
+    recipe = build_recipe("hashgrid", "cpu", kind="distill")  # no [cpu.distill] overrides
+    assert recipe["distill"] == dataclasses.asdict(DistillSettings())
+
+
+def test_recipe_precedence_preset_then_dict_then_overrides_then_steps() -> None:
+    built = build_conversion_recipe(
+        "mlp", {"distill": {"steps": 5, "seed": 4}}, "cpu", ["distill.steps=7"], None
+    )
+    assert built["distill"]["steps"] == 7 and built["distill"]["seed"] == 4
+    assert built["distill"]["lr"] == 5e-2  # recipes/mlp.toml [cpu.distill]
+    assert (
+        build_conversion_recipe("mlp", None, "cpu", ["distill.steps=7"], 9)["distill"]["steps"] == 9
+    )
+    with pytest.raises(UserError, match="unknown recipe section 'train'"):
+        build_conversion_recipe("mlp", {"train": {"steps": 5}}, "cpu", None, None)
 
 
 @pytest.mark.slow
