@@ -151,7 +151,7 @@ def run_section(section: str, redo: set[str], shard: tuple[int, int]) -> None:
         )
 
 
-def run_speedup(budget: float, eval_every: int, redo: bool) -> None:
+def run_speedup(budget: float, eval_every: int, distil_steps: int, redo: bool) -> None:
     """From-scratch MLP for ``budget`` s, then hash grid → MLP with a quality curve."""
     from pvd.data import load_dataset
     from pvd.distill import convert
@@ -168,7 +168,8 @@ def run_speedup(budget: float, eval_every: int, redo: bool) -> None:
     )
     scratch = train(data, "mlp", recipe)
     scratch_psnr = evaluate_test(scratch, data)["psnr"]
-    _, report = convert(SHIPPED, "mlp", overrides=[f"distill.eval_every={eval_every}"], data=data)
+    overrides = [f"distill.eval_every={eval_every}", f"distill.steps={distil_steps}"]
+    _, report = convert(SHIPPED, "mlp", overrides=overrides, data=data)
     reached = next((p for p in report.curve if p["quality_psnr"] >= scratch_psnr), None)
     t_scratch = scratch.provenance["train_seconds"]
     t_distil = reached["seconds"] + report.setup_seconds if reached else None
@@ -315,9 +316,15 @@ def report() -> None:
     _replace_block(
         "ablation", _ablation_table(_cached("ablation")), "python benchmarks/convert.py ablation"
     )
-    _replace_block(
-        "speedup", _speedup_text(_cached("speedup")), "python benchmarks/convert.py speedup"
-    )
+    speedup = _cached("speedup")
+    command = "python benchmarks/convert.py speedup"
+    if "mlp" in speedup:
+        c = speedup["mlp"]
+        command += (
+            f" --scratch-budget {c['scratch_budget_s']:.0f} --distil-steps {c['distil_steps']}"
+            f" --eval-every {c['curve'][0]['step'] if c['curve'] else 0}"
+        )
+    _replace_block("speedup", _speedup_text(speedup), command)
 
 
 def main() -> None:
@@ -327,7 +334,10 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
     parser.add_argument("--shard", default="0/1", help="i/n: run every n-th cell from the i-th")
     parser.add_argument("--scratch-budget", type=float, default=600.0)
-    parser.add_argument("--eval-every", type=int, default=40)
+    parser.add_argument("--eval-every", type=int, default=50)
+    parser.add_argument(
+        "--distil-steps", type=int, default=1200, help="the distilled MLP's steps (speedup)"
+    )
     parser.add_argument("--report", action="store_true", help="only rewrite BENCHMARKS.md")
     args = parser.parse_args()
     if args.threads:
@@ -335,7 +345,7 @@ def main() -> None:
     if args.section and not args.report:
         redo = {k for k in args.redo.split(",") if k}
         if args.section == "speedup":
-            run_speedup(args.scratch_budget, args.eval_every, bool(redo))
+            run_speedup(args.scratch_budget, args.eval_every, args.distil_steps, bool(redo))
         else:
             i, n = (int(v) for v in args.shard.split("/"))
             run_section(args.section, redo, (i, n))

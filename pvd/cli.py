@@ -239,7 +239,7 @@ def convert(
         return
     console = _console()
     for line in report.lines():
-        console.print(line, highlight=False)
+        console.print(line, highlight=False, soft_wrap=True)
 
 
 @app.command(name="eval")

@@ -1131,17 +1131,22 @@ def _curve_point(
     step: int,
     seconds: float,
 ) -> dict[str, float]:
+    """One point of the fidelity (and, with ``data``, quality) curve. The student's renders of
+    the held-out cameras are reused for quality when they are the dataset's test cameras."""
     student.eval()
     model = TrainedModel(
         student, final_grid(student, teacher.grid), teacher.scene, teacher.render, {}, {}
     )
+    renders = model.render_views(cameras)
     point = {
         "step": step,
         "seconds": round(seconds, 3),
-        "fidelity_psnr": fidelity(model, cameras, teacher_images).psnr,
+        "fidelity_psnr": score_images(renders, teacher_images).psnr,
     }
     if data is not None and "test" in data.splits:
         split = data.split("test")
         targets = list(split.composited(torch.tensor(data.scene.background)))
-        point["quality_psnr"] = model.evaluate(split.cameras, targets).psnr
+        same = len(split.cameras) == len(cameras) and torch.equal(split.cameras.c2w, cameras.c2w)
+        images = renders if same else model.render_views(split.cameras)
+        point["quality_psnr"] = score_images(images, targets).psnr
     return point
