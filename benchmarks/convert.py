@@ -38,11 +38,10 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from teachers import WORK, _dataset, _write_json_atomic  # noqa: E402
+from teachers import WORK, _dataset, _write_json_atomic, replace_markdown_block  # noqa: E402
 from teachers import run_cell as train_teacher_cell  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results" / "convert"
-MARKDOWN = ROOT / "BENCHMARKS.md"
 ARCHS = ("hashgrid", "mlp", "plenoxels", "tensorf", "mflod", "mulfagrid")
 SHIPPED = ROOT / "checkpoints" / "hashgrid-texture.safetensors"
 #: (row name, student, recipe overrides) of the ablation: one part switched off per row.
@@ -294,27 +293,19 @@ def _speedup_text(cells: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
-def _replace_block(name: str, body: str, command: str) -> None:
-    begin, end = f"<!-- convert-{name}:begin -->", f"<!-- convert-{name}:end -->"
-    block = f"{begin}\nCommand: `{command}`\n\n{body}\n{end}"
-    text = MARKDOWN.read_text()
-    if begin in text and end in text:
-        head, rest = text.split(begin, 1)
-        text = head + block + rest.split(end, 1)[1]
-    else:
-        text = text.rstrip() + "\n\n" + block + "\n"
-    MARKDOWN.write_text(text)
-
-
 def report() -> None:
-    _replace_block(
-        "students", _student_table(_cached("students")), "python benchmarks/convert.py students"
+    replace_markdown_block(
+        "convert-students",
+        _student_table(_cached("students")),
+        "python benchmarks/convert.py students",
     )
-    _replace_block(
-        "matrix", _matrix_table(_cached("matrix")), "python benchmarks/convert.py matrix"
+    replace_markdown_block(
+        "convert-matrix", _matrix_table(_cached("matrix")), "python benchmarks/convert.py matrix"
     )
-    _replace_block(
-        "ablation", _ablation_table(_cached("ablation")), "python benchmarks/convert.py ablation"
+    replace_markdown_block(
+        "convert-ablation",
+        _ablation_table(_cached("ablation")),
+        "python benchmarks/convert.py ablation",
     )
     speedup = _cached("speedup")
     command = "python benchmarks/convert.py speedup"
@@ -324,7 +315,7 @@ def report() -> None:
             f" --scratch-budget {c['scratch_budget_s']:.0f} --distil-steps {c['distil_steps']}"
             f" --eval-every {c['curve'][0]['step'] if c['curve'] else 0}"
         )
-    _replace_block("speedup", _speedup_text(speedup), command)
+    replace_markdown_block("convert-speedup", _speedup_text(speedup), command)
 
 
 def main() -> None:

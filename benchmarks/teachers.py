@@ -106,9 +106,11 @@ def table(cells: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
-def update_markdown(cells: dict[str, dict], command: str) -> None:
-    begin, end = "<!-- teachers:begin -->", "<!-- teachers:end -->"
-    block = f"{begin}\nCommand: `{command}`\n\n{table(cells)}\n{end}"
+def replace_markdown_block(name: str, body: str, command: str) -> None:
+    """Rewrite BENCHMARKS.md between ``<!-- name:begin -->`` and ``<!-- name:end -->`` (appended
+    at the end when the markers are missing) with the command and ``body``."""
+    begin, end = f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
+    block = f"{begin}\nCommand: `{command}`\n\n{body}\n{end}"
     text = MARKDOWN.read_text() if MARKDOWN.exists() else "# Benchmarks\n"
     if begin in text and end in text:
         head, rest = text.split(begin, 1)
@@ -116,6 +118,10 @@ def update_markdown(cells: dict[str, dict], command: str) -> None:
     else:
         text = text.rstrip() + "\n\n" + block + "\n"
     MARKDOWN.write_text(text)
+
+
+def update_markdown(cells: dict[str, dict], command: str) -> None:
+    replace_markdown_block("teachers", table(cells), command)
 
 
 def main() -> None:

@@ -511,6 +511,21 @@ def warm_start_tensorf(
 
     from architectures.tensorf import cp_to_vm
 
+    def fit_vm(tensor: torch.Tensor, components: int) -> tuple[Any, float]:
+        """VM factors of a rank-3·``components`` CP fit of ``tensor``, and the fit (1 − relative
+        error)."""
+        tensor = tensor.double()
+        cp = parafac(
+            tensor,
+            rank=3 * components,
+            n_iter_max=n_iter,
+            init="random",
+            random_state=0,
+            l2_reg=ridge,
+        )
+        fit = 1.0 - float(tl.norm(tensor - tl.cp_to_tensor(cp)) / tl.norm(tensor))
+        return cp_to_vm([f.float() for f in cp.factors], cp.weights.float(), components), fit
+
     config = student.config
     nx, ny, nz = config.grid_size
     axes = [torch.linspace(0.0, 1.0, n, device=student.aabb.device) for n in (nx, ny, nz)]
@@ -518,43 +533,15 @@ def warm_start_tensorf(
     x = student.aabb[0] + u * (student.aabb[1] - student.aabb[0])
     v = torch.cat([teacher.field.phi1(p) for p in x.split(65536)])
     density = (_warm_density(v[:, 0], clip) - config.density_shift).view(nx, ny, nz)
-    parts = []
     with tl.backend_context("pytorch"):
-        cp = parafac(
-            density.double(),
-            rank=3 * config.density_components,
-            n_iter_max=n_iter,
-            init="random",
-            random_state=0,
-            l2_reg=ridge,
-        )
-        vm = cp_to_vm(
-            [f.float() for f in cp.factors], cp.weights.float(), config.density_components
-        )
+        vm, fit = fit_vm(density, config.density_components)
         _copy_factors(student.density_plane, student.density_line, vm)
-        fitted = 1.0 - float(
-            tl.norm(density.double() - tl.cp_to_tensor(cp)) / tl.norm(density.double())
-        )
-        parts.append(f"density CP rank {3 * config.density_components} (fit {fitted:.3f})")
+        parts = [f"density CP rank {3 * config.density_components} (fit {fit:.3f})"]
         if teacher.field.canonical:
-            app = v[:, 1:].reshape(nx, ny, nz, 15).double()
-            cp = parafac(
-                app,
-                rank=3 * config.appearance_components,
-                n_iter_max=n_iter,
-                init="random",
-                random_state=0,
-                l2_reg=ridge,
-            )
-            vm = cp_to_vm(
-                [f.float() for f in cp.factors], cp.weights.float(), config.appearance_components
-            )
+            vm, fit = fit_vm(v[:, 1:].reshape(nx, ny, nz, 15), config.appearance_components)
             _copy_factors(student.app_plane, student.app_line, vm)
             student.basis_mat.weight.copy_(vm.basis)
-            fitted = 1.0 - float(tl.norm(app - tl.cp_to_tensor(cp)) / tl.norm(app))
-            parts.append(
-                f"appearance CP rank {3 * config.appearance_components} (fit {fitted:.3f})"
-            )
+            parts.append(f"appearance CP rank {3 * config.appearance_components} (fit {fit:.3f})")
     return f"tensorf VM from the teacher's {nx}x{ny}x{nz} feature grid: " + ", ".join(parts)
 
 
