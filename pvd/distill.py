@@ -449,8 +449,8 @@ def _warm_density(teacher_raw: torch.Tensor, clip: tuple[float, float]) -> torch
 def warm_start_plenoxels(
     teacher: TrainedModel, student: RadianceField, clip: tuple[float, float], chunk: int = 65536
 ) -> str:
-    """Plenoxels vertices from the teacher: clipped raw density everywhere, and near occupied
-    cells the SH coefficients that least-squares fit ``logit(rgb)`` over 32 directions (so
+    """Plenoxels vertices from the teacher: raw density (clamped, as above) everywhere; near
+    occupied cells the SH coefficients that least-squares fit ``logit(rgb)`` over 32 directions (so
     ``sigmoid(SH · c)`` reproduces the teacher's view-dependent colour)."""
     from architectures.components import sh_encode
 
