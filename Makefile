@@ -32,11 +32,14 @@ lint: install
 	$(VENV)/bin/ruff check pvd architectures tests benchmarks
 
 bench: install
+	$(VENV)/bin/pytest -q -m slow
 	$(VENV)/bin/python benchmarks/teachers.py
 	$(VENV)/bin/python benchmarks/convert.py students
 	$(VENV)/bin/python benchmarks/convert.py ablation
 	$(VENV)/bin/python benchmarks/convert.py speedup
 	$(VENV)/bin/python benchmarks/convert.py matrix
+	$(VENV)/bin/python benchmarks/compare.py
+	OMP_NUM_THREADS=1 $(VENV)/bin/python benchmarks/gtk.py
 
 clean:
 	rm -rf out .pytest_cache

@@ -162,10 +162,12 @@ class RadianceField(nn.Module):
 
     arch: ClassVar[str]
     config_class: ClassVar[type[FieldConfig]]
-    #: Channels of ``v``; 16 for the canonical architectures (``[sigma_raw, g_1..g_15]``).
-    feature_dim: ClassVar[int] = 16
-    #: True when ``phi2`` is the shared canonical decoder (so decoders can be inherited).
-    canonical: ClassVar[bool] = True
+    #: Channels of ``v``; 16 for the canonical architectures (``[sigma_raw, g_1..g_15]``). An
+    #: instance may differ (Plenoxels' SH degree, importer variants), so it is not a ClassVar.
+    feature_dim: int = 16
+    #: True when ``phi2`` is the shared canonical decoder (so decoders can be inherited); the
+    #: config variants that reproduce other tools' decoders set it False on the instance.
+    canonical: bool = True
 
     def __init__(self, config: FieldConfig) -> None:
         super().__init__()
@@ -251,7 +253,9 @@ class RadianceField(nn.Module):
 
 
 class CanonicalField(RadianceField):
-    """An architecture whose φ² is the shared canonical decoder (every one but Plenoxels).
+    """An architecture whose φ² is the shared canonical decoder (every one but Plenoxels) —
+    unless its config selects a variant reproducing another tool's decoder (importers), which
+    sets ``canonical = False`` on the instance.
 
     φ¹ ends in ``v = [sigma_raw, g_1..g_15]``; φ² is
     :class:`~architectures.components.CanonicalDecoder`.

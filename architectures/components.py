@@ -9,12 +9,19 @@ Conventions (ARCHITECTURES.md, "Shared components"):
   convention and order of tiny-cuda-nn's ``SphericalHarmonics`` encoding (also torch-ngp's
   ``shencoder`` and svox2's ``eval_sh_bases``). tcnn feeds directions in [0, 1] and maps them by
   ``2u - 1`` first; here directions are already in [-1, 1].
+- Raw density of imported variants whose tool activates density with softplus / ReLU:
+  :func:`log_density` reports it in pvd's log space ``ln σ`` above the floor
+  ``e^LOG_DENSITY_FLOOR`` (TensoRF and Plenoxels variants share it).
+- Colour from per-channel SH coefficients, :func:`sh_colour` (Plenoxels' grid, TensoRF's
+  ``SHRender``).
 - Positional encoding ``γ(p) = [p, sin(2^0 p), cos(2^0 p), …, sin(2^{L-1} p), cos(2^{L-1} p)]``
   (NeRF, Mildenhall et al. 2020, eq. 4, with the identity prepended as in its code; frequency-major,
   each block 3 wide).
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn.functional as F
@@ -66,6 +73,28 @@ def activate_density(
     return trunc_exp(sigma_raw)
 
 
+#: The lowest raw density ``ln σ`` a ``softplus``/``relu`` variant reports (σ = e⁻²⁰ ≈ 2e-9 per
+#: unit stands for the tool's exact 0; far below any clip range distillation uses).
+LOG_DENSITY_FLOOR = -20.0
+#: Colour modes of :func:`sh_colour`; ``None`` is pvd's sigmoid.
+SH_COLOURS = ("svox2_clamp",)
+
+
+def log_density(pre: torch.Tensor, activation: str | None, scale: float = 1.0) -> torch.Tensor:
+    """pvd's raw density ``ln σ`` of ``σ = scale · activation(pre)`` (``pre`` already shifted).
+
+    ``None`` (pvd's ``trunc_exp``) is already in log space (``pre + ln scale``); ``"softplus"``
+    (official TensoRF's ``feature2density``) and ``"relu"`` (TensoRF's ``fea2denseAct relu``,
+    nerfstudio's tensorf field, svox2) are evaluated and their log taken above the floor
+    ``e^LOG_DENSITY_FLOOR`` (clamped *before* the log, so the gradient stays finite where the
+    tool's density is 0).
+    """
+    if activation is None:
+        return pre if scale == 1.0 else pre + math.log(scale)
+    sigma = F.softplus(pre) if activation == "softplus" else F.relu(pre)
+    return torch.log((scale * sigma).clamp_min(math.exp(LOG_DENSITY_FLOOR)))
+
+
 def sh_encode(d: torch.Tensor, degree: int = 4) -> torch.Tensor:
     """Real SH basis of unit directions ``d`` ``[N, 3]`` → ``[N, degree²]`` (degree 1..4)."""
     if not 1 <= degree <= 4:
@@ -97,6 +126,23 @@ def sh_encode(d: torch.Tensor, degree: int = 4) -> torch.Tensor:
     return torch.stack(out, dim=-1)
 
 
+def sh_colour(coefficients: torch.Tensor, d: torch.Tensor, mode: str | None = None) -> torch.Tensor:
+    """``rgb`` ``[N, 3]`` from per-channel SH coefficients ``[N, 3, basis]`` (basis 1, 4, 9 or
+    16: all of red, then green, then blue) at unit directions ``d``, with the first ``basis``
+    functions of :func:`sh_encode`.
+
+    ``mode`` ``None``: ``sigmoid(Σ_k SH_k(d)·c_k)`` (the reference PVD code's Plenoxels);
+    ``"svox2_clamp"``: ``max(Σ_k SH_k(d)·c_k + 0.5, 0)`` (svox2's colour, TensoRF's ``SHRender``
+    ``relu(· + 0.5)``), clamped at 1 per sample for pvd's ``rgb`` ∈ [0, 1] contract (the tools
+    clamp only the composited pixel: identical wherever their sample colours stay within 1).
+    """
+    basis = sh_encode(d, degree=math.isqrt(coefficients.shape[-1]))
+    logits = (coefficients * basis[:, None, :]).sum(-1)
+    if mode == "svox2_clamp":
+        return (logits + 0.5).clamp(0.0, 1.0)
+    return torch.sigmoid(logits)
+
+
 def positional_encoding(p: torch.Tensor, n_frequencies: int) -> torch.Tensor:
     """``γ(p)`` for ``p`` ``[N, 3]`` → ``[N, 3 + 6·n_frequencies]`` (see module docstring)."""
     freqs = 2.0 ** torch.arange(n_frequencies, device=p.device, dtype=p.dtype)
@@ -110,17 +156,22 @@ class CanonicalDecoder(nn.Module):
 
     ``sigma = trunc_exp(sigma_raw)``; ``rgb = sigmoid(colour_mlp([SH_deg4(d) (16), g (15)]))``
     with ``colour_mlp`` 31→64→64→3, ReLU, no biases (the torch-ngp / reference PVD ``color_net``).
+    ``bias=True`` gives every layer a bias (imported nerfacto heads and tcnn MLPs whose padding
+    input is a constant 1: the hash grid's ``"biased"`` decoder); the state-dict keys are the same
+    ``colour_mlp.{0,2,4}.weight`` either way, plus ``colour_mlp.{0,2,4}.bias`` with biases.
     """
 
-    def __init__(self, sigma_clip: tuple[float, float] | None = None, width: int = 64) -> None:
+    def __init__(
+        self, sigma_clip: tuple[float, float] | None = None, width: int = 64, bias: bool = False
+    ) -> None:
         super().__init__()
         self.sigma_clip = sigma_clip
         self.colour_mlp = nn.Sequential(
-            nn.Linear(31, width, bias=False),
+            nn.Linear(31, width, bias=bias),
             nn.ReLU(),
-            nn.Linear(width, width, bias=False),
+            nn.Linear(width, width, bias=bias),
             nn.ReLU(),
-            nn.Linear(width, 3, bias=False),
+            nn.Linear(width, 3, bias=bias),
         )
 
     def forward(self, v: torch.Tensor, d: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

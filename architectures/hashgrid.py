@@ -19,6 +19,49 @@ load as they are (``encodings/grid.h``):
 pvd's choices: points outside the AABB are clamped to its surface; on CPU the levels are looped
 (faster than vectorising all levels at once, measured in a prototype: memory locality). The
 tinycudann fast path is not wired in: the pure-torch encoding runs on CUDA as well.
+
+**Variants for imported teachers.** Other tools' hash grids differ from tcnn's in small ways; the
+config records which one a field reproduces, so an imported teacher renders what the original
+renders and its checkpoint round-trips. The defaults are pvd's own model.
+
+``layout`` — how levels are sized and indexed:
+
+- ``"tcnn"`` (default): as above (``encodings/grid.h``; instant-ngp, nerfstudio's tcnn path).
+- ``"gridencoder"``: torch-ngp's CUDA ``gridencoder`` (``gridencoder/src/gridencoder.cu``, also
+  the PVD reference code's): same scale rule ``exp2f(l·S)·H − 1`` and ``u·scale + 0.5``, but a
+  dense level is indexed with stride ``res + 1`` and stores ``(res + 1)³`` entries (rounded up
+  to a multiple of 8, at most 2^log2T) — ``res`` being ``ceil(scale) + 1`` as in tcnn.
+  ``S = float32(log2(b))`` with ``b = exp2(log2(N_max / N_min) / (L − 1))`` in float64
+  (``gridencoder/grid.py``).
+- ``"nerfstudio"``: nerfstudio's pure-torch ``HashEncoding`` (``field_components/encodings.py``,
+  ``implementation="torch"``): every level hashed into its own table of 2^log2T entries,
+  position ``u·scale_l`` with ``scale_l = floor(N_min·b^l)`` (its ``scalings`` buffer), no
+  +0.5 offset; the hash is tcnn's (its int64 products agree with tcnn's uint32 ones modulo 2^T).
+
+``decoder`` — the φ² that reads ``v`` (``canonical`` is a field attribute, False for the others,
+so distillation neither inherits such a decoder nor aligns more than ``sigma_raw``):
+
+- ``"canonical"`` (default): :class:`~architectures.components.CanonicalDecoder`.
+- ``"ingp"``: instant-ngp's rgb network (``nerf_network.h``): input ``[v (all 16 density-network
+  outputs, sigma_raw included), SH₄(d) (16)]`` → 64 → 64 → 3, ReLU, no biases, sigmoid. The
+  sigmoid output already is sRGB (display) colour: instant-ngp's training kernel
+  (``testbed_nerf.cu``) converts each *target* pixel with ``linear_to_srgb`` unless
+  ``linear_colors`` is set (default false; only HDR datasets set it), so the network learns sRGB
+  (see :mod:`pvd.importers.instant_ngp`).
+- ``"biased"``: the canonical decoder with a bias on every layer
+  (:class:`~architectures.components.CanonicalDecoder` with ``bias=True``; input ``[SH₄(d) (16),
+  g (15)]`` → 64 → 64 → 3, sigmoid): nerfstudio's nerfacto ``mlp_head`` (its torch MLP has
+  biases; the per-image appearance embedding, a constant at evaluation, is folded into the first
+  bias by the importer) and tcnn MLPs fed 31 inputs (torch-ngp's ``network_tcnn.py``
+  ``color_net``, nerfacto's tcnn head): ``tcnn.Network`` pads its input with a constant 1
+  (``encodings/identity.h``), so the padding column of the first matrix is a bias.
+
+``head_bias`` gives the density head biases (nerfstudio's torch MLP has them; the importer also
+folds nerfacto's ``average_init_density`` factor ``a`` into channel 0 as ``+ln a``).
+
+Density: every variant uses ``sigma = trunc_exp(sigma_raw)``. instant-ngp's ``exp`` is the same
+function in the forward pass (only trunc_exp's backward clamp differs, which a frozen teacher never
+uses), so no separate activation is recorded.
 """
 
 from __future__ import annotations
@@ -32,10 +75,15 @@ import torch
 from torch import nn
 
 from .base import CanonicalField, FieldConfig, require
+from .components import CanonicalDecoder, activate_density, sh_encode
 from .registry import register
 
 _PRIMES = (1, 2654435761, 805459861)
 _UINT32 = 0xFFFFFFFF
+
+#: Level layouts and decoders a hash grid can reproduce (see the module docstring).
+LAYOUTS = ("tcnn", "gridencoder", "nerfstudio")
+DECODERS = ("canonical", "ingp", "biased")
 
 
 def tcnn_level_scales(
@@ -57,12 +105,54 @@ def per_level_scale(levels: int, base_resolution: int, max_resolution: int) -> f
     return math.exp(math.log(max_resolution / base_resolution) / (levels - 1))
 
 
+def gridencoder_level_scales(
+    levels: int, base_resolution: int, desired_resolution: float
+) -> tuple[float, ...]:
+    """Per-level float32 scales as torch-ngp's ``gridencoder`` computes them.
+
+    ``gridencoder/grid.py`` sets ``b = exp2(log2(desired / base) / (L − 1))`` in float64 and hands
+    ``S = log2(b)`` to the CUDA kernel as a float, which computes ``exp2f(level · S) · H − 1``.
+    ``desired_resolution`` is a float because torch-ngp passes ``2048 · bound``.
+    """
+    if levels == 1:
+        log2_b = np.float32(0.0)
+    else:
+        b = np.exp2(np.log2(desired_resolution / base_resolution) / (levels - 1))
+        log2_b = np.float32(np.log2(b))
+    base = np.float32(base_resolution)
+    return tuple(
+        float(np.exp2(np.float32(level) * log2_b) * base - np.float32(1.0))
+        for level in range(levels)
+    )
+
+
+def nerfstudio_level_scales(
+    levels: int, base_resolution: int, max_resolution: int
+) -> tuple[float, ...]:
+    """nerfstudio's torch ``HashEncoding.scalings``: ``floor(min_res · growth^l)`` with
+    ``growth = exp((ln max_res − ln min_res) / (L − 1))`` in float64 raised to torch's integer
+    levels, so float32 (``field_components/encodings.py``; e.g. 2047, not 2048, for 16 levels
+    16 → 2048): the same expression, hence the same values."""
+    growth = nerfstudio_growth(levels, base_resolution, max_resolution)
+    scales = torch.floor(base_resolution * growth ** torch.arange(levels))
+    return tuple(float(s) for s in scales)
+
+
+def nerfstudio_growth(levels: int, base_resolution: int, max_resolution: int) -> np.float64:
+    """nerfstudio's ``growth_factor`` (its tcnn ``per_level_scale``), computed as it does."""
+    if levels == 1:
+        return np.float64(1.0)
+    return np.exp((np.log(max_resolution) - np.log(base_resolution)) / (levels - 1))
+
+
 @dataclasses.dataclass
 class HashGridConfig(FieldConfig):
     """Instant-NGP hash grid. Defaults are the paper's configuration (``paper`` preset).
 
-    ``level_scales`` (float32 per level) is derived from the other values when not given and is
-    stored so a checkpoint reproduces tcnn's exact grid; importers may pass tcnn's own.
+    ``level_scales`` (float32 per level) is derived from the other values by the ``layout``'s
+    rule when not given and is stored so a checkpoint reproduces the exact grid; importers pass
+    the original tool's own. ``layout``, ``decoder`` and ``head_bias`` select the variants of
+    imported teachers (module docstring); the defaults are pvd's model.
     """
 
     levels: int = 16
@@ -72,11 +162,20 @@ class HashGridConfig(FieldConfig):
     max_resolution: int = 2048
     hidden_width: int = 64
     level_scales: tuple[float, ...] | None = None
+    layout: str = "tcnn"
+    decoder: str = "canonical"
+    head_bias: bool = False
 
     def __post_init__(self) -> None:
         if self.level_scales is None and self.levels >= 1 and self.base_resolution >= 1:
-            b = per_level_scale(self.levels, self.base_resolution, max(self.max_resolution, 1))
-            self.level_scales = tcnn_level_scales(self.levels, self.base_resolution, b)
+            levels, base, top = self.levels, self.base_resolution, max(self.max_resolution, 1)
+            if self.layout == "gridencoder":
+                self.level_scales = gridencoder_level_scales(levels, base, top)
+            elif self.layout == "nerfstudio":
+                self.level_scales = nerfstudio_level_scales(levels, base, top)
+            else:
+                b = per_level_scale(levels, base, top)
+                self.level_scales = tcnn_level_scales(levels, base, b)
 
     def validate(self) -> None:
         super().validate()
@@ -102,10 +201,18 @@ class HashGridConfig(FieldConfig):
             len(scales) == self.levels and all(s > 0 for s in scales),
             f"level_scales must hold {self.levels} positive values, got {list(scales)}",
         )
+        require(
+            self.layout in LAYOUTS,
+            f"layout must be one of {', '.join(LAYOUTS)}, got {self.layout!r}",
+        )
+        require(
+            self.decoder in DECODERS,
+            f"decoder must be one of {', '.join(DECODERS)}, got {self.decoder!r}",
+        )
 
     def replace(self, **changes: Any) -> Self:
         """As :meth:`FieldConfig.replace`; re-derives ``level_scales`` when the levels change."""
-        shape_keys = {"levels", "base_resolution", "max_resolution"}
+        shape_keys = {"levels", "base_resolution", "max_resolution", "layout"}
         if shape_keys & set(changes) and "level_scales" not in changes:
             changes["level_scales"] = None
         return super().replace(**changes)
@@ -113,45 +220,89 @@ class HashGridConfig(FieldConfig):
 
 @dataclasses.dataclass(frozen=True)
 class LevelLayout:
-    """Where one level lives in the flat table and how it is indexed."""
+    """Where one level lives in the flat table and how it is indexed.
+
+    Position on the level is ``u·scale + shift``; a dense level indexes ``x + y·stride +
+    z·stride²`` (then ``mod size``), a hashed one uses the coherent-prime hash.
+    """
 
     scale: float
     resolution: int
     size: int
     offset: int
     dense: bool
+    stride: int
+    shift: float
 
 
 def level_layouts(config: HashGridConfig) -> list[LevelLayout]:
-    """tcnn's per-level resolution, table size, offset (in entries) and dense/hash choice."""
+    """Per-level resolution, table size, offset (in entries), dense/hash choice, dense stride and
+    position shift, by the config's ``layout`` (module docstring)."""
     table = 1 << config.log2_table_size
     out, offset = [], 0
     for scale in config.level_scales or ():
         resolution = math.ceil(np.float32(scale)) + 1
-        dense_entries = resolution**3
-        size = min((dense_entries + 7) // 8 * 8, table)
-        out.append(LevelLayout(scale, resolution, size, offset, dense_entries <= size))
-        offset += size
+        if config.layout == "nerfstudio":
+            layout = LevelLayout(scale, resolution, table, offset, False, resolution, 0.0)
+        else:
+            stride = resolution + 1 if config.layout == "gridencoder" else resolution
+            dense_entries = stride**3
+            size = min((dense_entries + 7) // 8 * 8, table)
+            layout = LevelLayout(
+                scale, resolution, size, offset, dense_entries <= size, stride, 0.5
+            )
+        out.append(layout)
+        offset += layout.size
     return out
+
+
+class IngpDecoder(nn.Module):
+    """instant-ngp's φ² (``nerf_network.h``): ``rgb = sigmoid(MLP([v (16), SH₄(d) (16)]))``, MLP
+    32→64→64→3, ReLU, no biases (tcnn's FullyFusedMLP); ``sigma = exp(v[0])`` (as trunc_exp).
+    The sigmoid output is instant-ngp's sRGB colour as it is (module docstring, ``"ingp"``)."""
+
+    def __init__(self, sigma_clip: tuple[float, float] | None = None) -> None:
+        super().__init__()
+        self.sigma_clip = sigma_clip
+        self.colour_mlp = nn.Sequential(
+            nn.Linear(32, 64, bias=False),
+            nn.ReLU(),
+            nn.Linear(64, 64, bias=False),
+            nn.ReLU(),
+            nn.Linear(64, 3, bias=False),
+        )
+
+    def forward(self, v: torch.Tensor, d: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        sigma = activate_density(v[:, 0], self.sigma_clip)
+        rgb = torch.sigmoid(self.colour_mlp(torch.cat([v[:, :16], sh_encode(d)], dim=-1)))
+        return sigma, rgb
 
 
 @register
 class HashGrid(CanonicalField):
-    """Instant-NGP hash grid with the canonical decoder (see module docstring)."""
+    """Instant-NGP hash grid with the canonical decoder, or an imported tool's layout and decoder
+    (``config.layout`` / ``config.decoder``; see module docstring)."""
 
     arch = "hashgrid"
     config_class = HashGridConfig
 
     def __init__(self, config: HashGridConfig) -> None:
         super().__init__(config)
+        if config.decoder != "canonical":
+            if config.decoder == "ingp":
+                self.decoder = IngpDecoder(sigma_clip=config.sigma_clip)
+            else:
+                self.decoder = CanonicalDecoder(sigma_clip=config.sigma_clip, bias=True)
+            #: Instance override of the class attribute: only the canonical decoder is shared.
+            self.canonical = False
         self.layouts = level_layouts(config)
         entries = sum(layout.size for layout in self.layouts)
         self.params = nn.Parameter(torch.empty(entries * config.features).uniform_(-1e-4, 1e-4))
         width = config.levels * config.features
         self.density_head = nn.Sequential(
-            nn.Linear(width, config.hidden_width, bias=False),
+            nn.Linear(width, config.hidden_width, bias=config.head_bias),
             nn.ReLU(),
-            nn.Linear(config.hidden_width, 16, bias=False),
+            nn.Linear(config.hidden_width, 16, bias=config.head_bias),
         )
 
     def encode(self, u: torch.Tensor) -> torch.Tensor:
@@ -168,13 +319,13 @@ class HashGrid(CanonicalField):
         step = torch.tensor([0, 1], device=u.device)
         out = []
         for layout in self.layouts:
-            pos = u * layout.scale + 0.5
+            pos = u * layout.scale + layout.shift
             floor = torch.floor(pos)
             frac = pos - floor
             lo = floor.to(torch.int64)
             ix, iy, iz = (lo[:, a, None] + step for a in range(3))  # [N, 2] per axis
             if layout.dense:
-                r = layout.resolution
+                r = layout.stride
                 index = (
                     ix[:, None, None, :]
                     + (iy * r)[:, None, :, None]

@@ -27,6 +27,18 @@ pvd's choices:
 - Initialisation: PyTorch's default for ``nn.Linear`` (Kaiming-uniform weights, uniform biases);
   NeRF's TensorFlow code uses Glorot-uniform. At init ``v`` is small (``|sigma_raw| < 0.4``
   measured on the cpu preset): density ≈ 1 and near-grey colour, like the grid architectures.
+
+Variants for imported teachers (``pvd.importers.pvd_reference``; the defaults are the field
+above, so existing checkpoints load unchanged):
+
+- ``skip``: the 0-based trunk layer whose activation gets ``γ(p)`` appended (default
+  ``depth // 2``). The reference PVD code's ``--skip`` (3) with its 8-layer ``nerf_mlp``.
+- ``head_width``: 0 is the direct ``Linear(width → 16)`` readout; ``> 0`` is
+  ``Linear(width → head_width) ReLU Linear(head_width → 16, no bias)`` (state keys
+  ``head.0.*``, ``head.2.weight``). The reference PVD ``mlp`` ends its trunk in
+  ``Linear(W → 28)`` (no activation) followed by ``sigma_net`` ``28 → 64 → 16`` (no biases, ReLU
+  between, ``just_train_tea/network.py``); two linear maps in a row are one, so its head is
+  exactly this form with ``head_width = 64`` (weight ``W₂W₁``, bias ``W₂b₁``).
 """
 
 from __future__ import annotations
@@ -47,13 +59,16 @@ class MLPConfig(FieldConfig):
     """NeRF trunk. Defaults are the paper's configuration (``paper`` preset: D = 8, W = 256).
 
     ``depth`` (D) and ``width`` (W): hidden layers of the trunk; ``frequencies``: L of ``γ``;
-    ``lr_scale``: factor on the recipe's learning rate (see the module docstring).
+    ``lr_scale``: factor on the recipe's learning rate (see the module docstring); ``skip`` and
+    ``head_width``: the variants of imported teachers (module docstring).
     """
 
     depth: int = 8
     width: int = 256
     frequencies: int = 10
     lr_scale: float = 0.1
+    skip: int | None = None
+    head_width: int = 0
 
     def validate(self) -> None:
         super().validate()
@@ -67,6 +82,14 @@ class MLPConfig(FieldConfig):
             f"frequencies must be in 0..16, got {self.frequencies}",
         )
         require(0.0 < self.lr_scale <= 10.0, f"lr_scale must be in (0, 10], got {self.lr_scale}")
+        if self.skip is not None:
+            require(
+                0 <= self.skip <= self.depth - 2,
+                f"skip must be in 0..{self.depth - 2} (a layer must follow it), got {self.skip}",
+            )
+        require(
+            0 <= self.head_width <= 4096, f"head_width must be in 0..4096, got {self.head_width}"
+        )
 
     @property
     def encoding_dim(self) -> int:
@@ -76,7 +99,7 @@ class MLPConfig(FieldConfig):
     @property
     def skip_after(self) -> int:
         """0-based index of the trunk layer whose activation gets ``γ(p)`` appended."""
-        return self.depth // 2
+        return self.depth // 2 if self.skip is None else self.skip
 
 
 @register
@@ -93,7 +116,13 @@ class MLP(CanonicalField):
             width + enc if i == config.skip_after + 1 else width for i in range(1, config.depth)
         ]
         self.trunk = nn.ModuleList(nn.Linear(n, width) for n in in_dims)
-        self.head = nn.Linear(width, 16)
+        self.head: nn.Module = nn.Linear(width, 16)
+        if config.head_width:
+            self.head = nn.Sequential(
+                nn.Linear(width, config.head_width),
+                nn.ReLU(),
+                nn.Linear(config.head_width, 16, bias=False),
+            )
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """``γ(p)`` of model-space points, ``p`` = the AABB-normalised point in [−1, 1]³."""

@@ -46,6 +46,26 @@ pvd's choices (ARCHITECTURES.md "Plenoxels"):
   backward's scatter dominates). Adam keeps the layout for its state (``preserve_format``).
 - One parameter tensor at the recipe's learning rate (the reference PVD code's single Adam group);
   svox2's separate RMSprop density rate is specific to its optimiser.
+
+Variants for imported teachers (``pvd.importers``; the defaults are the field above, so existing
+checkpoints load unchanged):
+
+- ``sh_degree`` (0..3, default 2): the SH degree of the colour, ``(sh_degree + 1)²``
+  coefficients per colour channel (svox2's ``basis_dim`` 1, 4, 9, 16; the reference PVD code's
+  ``plenoxel_degree`` counts bands, one more). ``v`` has ``1 + 3·(sh_degree + 1)²`` channels.
+- ``density_activation``: ``None`` (``trunc_exp``) or ``"relu"`` (svox2: σ = relu of the
+  interpolated raw density, ``svox2/svox2.py`` and its CUDA renderer). **Raw density
+  convention:** φ¹'s channel 0 is always pvd's log density ``ln σ``; for ``"relu"`` the stored
+  value ``s`` is interpolated first (as svox2 does) and φ¹ reports ``ln(max(relu(s), e⁻²⁰))``
+  (``architectures.components.log_density``), so the decoder's ``trunc_exp`` gives svox2's σ back
+  (to within 2e-9 where svox2 has 0) and distillation's clip range means the same density as for
+  every other architecture.
+- ``colour``: ``None`` (``sigmoid(SH·c)``) or ``"svox2_clamp"``: ``rgb = max(SH·c + 0.5, 0)``
+  (svox2), clamped at 1 per sample for pvd's ``rgb`` ∈ [0, 1] contract (svox2 clamps only the
+  composited pixel: identical wherever its sample colours stay within 1).
+
+The grid keeps the stored values (``s`` and SH coefficients), so TV, L1 and warm starts act on
+the same tensor in every variant.
 """
 
 from __future__ import annotations
@@ -58,15 +78,19 @@ import torch
 from torch import nn
 
 from .base import FieldConfig, RadianceField, check_points, require
-from .components import activate_density, sh_encode, trilinear_dense
+from .components import SH_COLOURS, activate_density, log_density, sh_colour, trilinear_dense
 from .registry import register
 
-#: SH basis functions per colour channel (degree 2, as svox2's default ``basis_dim = 9``).
+#: SH basis functions per colour channel of the default degree 2 (svox2's ``basis_dim = 9``).
 SH_BASIS = 9
 #: svox2 scales neighbour differences by ``R / 256`` so TV weights mean the same at any resolution.
 TV_REFERENCE_RESOLUTION = 256
 #: The ``1e-5`` under svox2's TV square root (keeps the gradient finite on flat regions).
 TV_EPS = 1e-5
+#: Density activations of the variants (module docstring); ``None`` is pvd's ``trunc_exp``.
+DENSITY_ACTIVATIONS = ("relu",)
+#: Colour modes of the variants (:func:`~architectures.components.sh_colour`); ``None`` is sigmoid.
+COLOURS = SH_COLOURS
 
 
 @dataclasses.dataclass
@@ -77,6 +101,8 @@ class PlenoxelsConfig(FieldConfig):
     ``tv_density_weight`` / ``tv_sh_weight``: per-cell TV weights; ``tv_fraction``: share of the
     cells each :meth:`Plenoxels.regularizer` call draws; ``l1_density_weight``: L1 on density;
     ``lr_scale``: factor on the recipe's learning rate (see :meth:`Plenoxels.param_groups`).
+    ``sh_degree``, ``density_activation`` and ``colour`` select the variants of imported
+    teachers (module docstring).
     """
 
     resolution: int = 128
@@ -86,6 +112,14 @@ class PlenoxelsConfig(FieldConfig):
     tv_fraction: float = 0.01
     l1_density_weight: float = 0.0
     lr_scale: float = 10.0
+    sh_degree: int = 2
+    density_activation: str | None = None
+    colour: str | None = None
+
+    @property
+    def sh_basis(self) -> int:
+        """SH coefficients per colour channel, ``(sh_degree + 1)²``."""
+        return (self.sh_degree + 1) ** 2
 
     def validate(self) -> None:
         super().validate()
@@ -108,6 +142,16 @@ class PlenoxelsConfig(FieldConfig):
             0.0 < self.tv_fraction <= 1.0,
             f"tv_fraction must be in (0, 1], got {self.tv_fraction}",
         )
+        require(0 <= self.sh_degree <= 3, f"sh_degree must be in 0..3, got {self.sh_degree}")
+        require(
+            self.density_activation in (None, *DENSITY_ACTIVATIONS),
+            f"density_activation must be null (trunc_exp) or one of "
+            f"{', '.join(DENSITY_ACTIVATIONS)}, got {self.density_activation!r}",
+        )
+        require(
+            self.colour in (None, *COLOURS),
+            f"colour must be null (sigmoid) or one of {', '.join(COLOURS)}, got {self.colour!r}",
+        )
 
 
 @register
@@ -121,22 +165,31 @@ class Plenoxels(RadianceField):
 
     def __init__(self, config: PlenoxelsConfig) -> None:
         super().__init__(config)
+        self.feature_dim = 1 + 3 * config.sh_basis
         r = config.resolution
         # Logical shape [28, R, R, R], memory channel-last: see "Memory layout" above.
         grid = torch.zeros(r, r, r, self.feature_dim)
-        grid[..., 0] = math.log(config.init_sigma)
+        initial = config.init_sigma if config.density_activation else math.log(config.init_sigma)
+        grid[..., 0] = initial
         self.grid = nn.Parameter(grid.permute(3, 0, 1, 2))
 
     # -- φ¹ / φ² ----------------------------------------------------------------------------
+    def _raw(self, stored: torch.Tensor) -> torch.Tensor:
+        """Raw density ``ln σ`` of interpolated stored density values (module docstring)."""
+        if self.config.density_activation is None:
+            return stored
+        return log_density(stored, self.config.density_activation)
+
     def phi1(self, x: torch.Tensor) -> torch.Tensor:
-        return trilinear_dense(self.grid, self.normalize(x))
+        v = trilinear_dense(self.grid, self.normalize(x))
+        if self.config.density_activation is None:
+            return v
+        return torch.cat((self._raw(v[:, :1]), v[:, 1:]), dim=-1)
 
     def phi2(self, v: torch.Tensor, d: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         sigma = activate_density(v[:, 0], self.config.sigma_clip)
-        coefficients = v[:, 1:].view(-1, 3, SH_BASIS)
-        basis = sh_encode(d, degree=3)  # degree = number of bands: 3 bands → 9 functions
-        rgb = torch.sigmoid((coefficients * basis[:, None, :]).sum(-1))
-        return sigma, rgb
+        coefficients = v[:, 1:].view(-1, 3, self.config.sh_basis)
+        return sigma, sh_colour(coefficients, d, self.config.colour)
 
     def param_groups(self, base_lr: float) -> list[dict[str, Any]]:
         """The grid at ``base_lr · lr_scale``: 10 × the base 1e-2 gives 0.1, DVGO's Adam rate for
@@ -149,7 +202,7 @@ class Plenoxels(RadianceField):
     def sigma_raw(self, x: torch.Tensor) -> torch.Tensor:
         """Interpolates the density channel alone (1 of 28 channels: the cheap path)."""
         check_points(x, "x")
-        return trilinear_dense(self.grid[:1], self.normalize(x))[:, 0]
+        return self._raw(trilinear_dense(self.grid[:1], self.normalize(x))[:, 0])
 
     # -- training ---------------------------------------------------------------------------
     def regularizer(self) -> torch.Tensor:
@@ -164,7 +217,8 @@ class Plenoxels(RadianceField):
         tv = torch.sqrt(TV_EPS + squared).sum(dim=0)  # per channel, summed over the cells
         total = c.tv_density_weight * tv[0] + c.tv_sh_weight * tv[1:].sum()
         if c.l1_density_weight > 0:
-            total = total + c.l1_density_weight * activate_density(here[:, 0], c.sigma_clip).sum()
+            sigma = activate_density(self._raw(here[:, 0]), c.sigma_clip)
+            total = total + c.l1_density_weight * sigma.sum()
         return total
 
     def _tv_cells(self) -> torch.Tensor:

@@ -34,7 +34,8 @@ Training mechanics, as in TensoRF's ``train.py`` and ``configs/lego.txt``:
 
 pvd's choices (where it departs from, or goes beyond, the original):
 
-- The decoder is the canonical φ², not TensoRF's ``softplus(σ − 10)`` and PE-MLP renderer.
+- The decoder is the canonical φ², not TensoRF's ``softplus(σ − 10)`` and PE-MLP renderer
+  (those are the variants below, for imported TensoRF teachers).
 - ``density_shift`` (a constant added to ``sigma_raw``; default ``−10 + ln 25 ≈ −6.78``): with
   ``sigma = exp(sigma_raw)``, zero factors would mean a density of 1 everywhere, so the L1 prior
   would pull empty space towards fog. TensoRF shifts by −10 before softplus (≈ exp(f − 10) for
@@ -51,6 +52,38 @@ pvd's choices (where it departs from, or goes beyond, the original):
 
 Warm-start helpers: :func:`cp_to_vm` rearranges a CP decomposition exactly into VM factors and
 :func:`vm_to_dense` expands VM factors back into a dense grid.
+
+Variants for imported teachers (``pvd.importers``; the defaults are the canonical field above, so
+existing checkpoints load unchanged). They reproduce the original tools' forward passes exactly:
+
+- ``density_activation``: ``None`` (pvd's ``trunc_exp``), ``"softplus"`` (official TensoRF,
+  ``models/tensorBase.py::feature2density``: ``softplus(f + density_shift)``) or ``"relu"``
+  (TensoRF's ``fea2denseAct relu``, nerfstudio's ``tensorf_field.py``: ``relu(f + shift)``), and
+  ``density_scale`` multiplies the activated density (TensoRF's ``distance_scale`` 25, which it
+  applies to the sample spacing — the same thing). **Raw density convention:** channel 0 of
+  ``v`` (``sigma_raw``) is always pvd's log density, ``ln σ``: for ``None`` it is
+  ``f + shift + ln(scale)``, for the others ``ln(max(scale · act(f + shift), e^-20))``. So the
+  shared decoder's ``trunc_exp`` gives the tool's σ back (to within the floor density e⁻²⁰ ≈ 2e-9
+  per unit where the tool has exactly 0), distillation's clip range ``[−2, 7]`` means the same
+  densities for every variant, and a canonical student learns channel 0 directly.
+- ``decoder``: ``None`` (the canonical φ²); ``"tensorf_mlp"`` (TensoRF's ``MLPRender_Fea`` /
+  ``MLPRender`` in ``models/tensoRF.py`` and nerfstudio's ``mlp_head`` + ``field_output_rgb``):
+  ``rgb = sigmoid(MLP([f, d, PE(f), PE(d)]))`` with ``f`` the ``app_dim`` basis outputs,
+  ``PE(x) = [sin(x·ω), cos(x·ω)]`` over the multipliers ``feature_frequencies`` /
+  ``view_frequencies`` (channel-major, all sines first: TensoRF's ``positional_encoding`` with
+  ω = 2^k, nerfstudio's ``NeRFEncoding`` with ω = 2π·2^linspace(0, 2, 2)), and the MLP
+  ``Linear(in, mlp_width) ReLU Linear(mlp_width, mlp_width) ReLU Linear(mlp_width, 3)`` with
+  biases; or ``"tensorf_sh"`` (TensoRF's ``SHRender``): ``rgb = relu(Σ_k SH_k(d)·f_{c,k} + 0.5)``
+  with ``f`` read as ``[3, app_dim/3]`` (colour-major). Both set ``canonical = False`` on the
+  instance and ``feature_dim = 1 + app_dim`` (``v = [ln σ, f]``), so distillation neither
+  inherits their decoder nor compares ``f`` with a canonical student's ``g``. pvd's contract has
+  ``rgb`` in [0, 1]: ``tensorf_sh`` is clamped at 1 per sample where TensoRF clamps only the
+  composited pixel (identical wherever the original's sample colours stay within 1).
+- An alpha mask (``alpha_mask_size``/``alpha_mask_aabb`` and the bool buffer ``alpha_mask``
+  ``[x, y, z]``): TensoRF's ``AlphaGridMask`` keeps a sample only where the trilinear
+  interpolation of the binary volume (``grid_sample``, ``align_corners=True``, zero padding) is
+  > 0; elsewhere the density is 0 (raw ``ln σ`` = the floor). Evaluated exactly, without the
+  float copy of the volume: a point is kept when a corner with positive weight is set.
 """
 
 from __future__ import annotations
@@ -66,6 +99,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .base import CanonicalField, FieldConfig, check_points, require
+from .components import LOG_DENSITY_FLOOR, activate_density, log_density, sh_colour
 from .registry import register
 
 #: Plane axes ``(a, b)`` of orientation ``m`` (TensoRF's ``matMode``): XY, XZ, YZ.
@@ -76,6 +110,10 @@ VEC_MODES: tuple[int, ...] = (2, 1, 0)
 _LINE_TV_RATIO = 0.1
 #: TensoRF's lego schedule: upsampling steps out of a 30k-step run.
 _PAPER_UPSAMPLE_STEPS = (2000, 3000, 4000, 5500, 7000)
+#: Density activations of the variants (module docstring); ``None`` is pvd's ``trunc_exp``.
+DENSITY_ACTIVATIONS = ("softplus", "relu")
+#: Decoders of the variants (module docstring); ``None`` is the canonical φ².
+DECODERS = ("tensorf_mlp", "tensorf_sh")
 
 
 def grid_size_for_voxels(n_voxels: float, aabb: Sequence[float]) -> tuple[int, int, int]:
@@ -97,6 +135,8 @@ class TensoRFConfig(FieldConfig):
     ``grid_size`` is the *current* per-axis vertex count; left out it is the schedule's start
     (``initial_resolution³`` voxels over the box) and it grows as the field is upsampled.
     ``upsample_fractions`` are the upsampling points as fractions of the training run.
+    The keys from ``density_activation`` on describe the variants of imported teachers (module
+    docstring); their defaults are pvd's canonical TensoRF.
     """
 
     density_components: int = 16
@@ -113,6 +153,15 @@ class TensoRFConfig(FieldConfig):
     tv_weight_appearance: float = 0.0
     factor_lr_scale: float = 2.0
     basis_lr_scale: float = 0.1
+    density_activation: str | None = None
+    density_scale: float = 1.0
+    decoder: str | None = None
+    app_dim: int = 27
+    feature_frequencies: tuple[float, ...] = (1.0, 2.0)
+    view_frequencies: tuple[float, ...] = (1.0, 2.0)
+    mlp_width: int = 128
+    alpha_mask_size: tuple[int, int, int] | None = None
+    alpha_mask_aabb: tuple[float, ...] | None = None
 
     def __post_init__(self) -> None:
         box_ok = len(self.aabb) == 6 and all(self.aabb[i] < self.aabb[i + 3] for i in range(3))
@@ -155,6 +204,52 @@ class TensoRFConfig(FieldConfig):
         for key in ("factor_lr_scale", "basis_lr_scale"):
             value = getattr(self, key)
             require(value > 0, f"{key} must be > 0, got {value}")
+        self._validate_variant()
+
+    def _validate_variant(self) -> None:
+        require(
+            self.density_activation in (None, *DENSITY_ACTIVATIONS),
+            f"density_activation must be null (trunc_exp) or one of "
+            f"{', '.join(DENSITY_ACTIVATIONS)}, got {self.density_activation!r}",
+        )
+        require(
+            math.isfinite(self.density_scale) and self.density_scale > 0,
+            f"density_scale must be > 0, got {self.density_scale}",
+        )
+        require(
+            self.decoder in (None, *DECODERS),
+            f"decoder must be null (canonical) or one of {', '.join(DECODERS)}, "
+            f"got {self.decoder!r}",
+        )
+        require(self.app_dim >= 1, f"app_dim must be >= 1, got {self.app_dim}")
+        if self.decoder == "tensorf_sh":
+            basis = self.app_dim // 3
+            require(
+                self.app_dim % 3 == 0 and basis in (1, 4, 9, 16),
+                f"app_dim must be 3 × 1, 4, 9 or 16 SH coefficients for the tensorf_sh decoder, "
+                f"got {self.app_dim}",
+            )
+        for key in ("feature_frequencies", "view_frequencies"):
+            values = getattr(self, key)
+            require(
+                all(math.isfinite(v) and v > 0 for v in values),
+                f"{key} must be positive numbers, got {list(values)}",
+            )
+        require(self.mlp_width >= 1, f"mlp_width must be >= 1, got {self.mlp_width}")
+        mask_size, mask_box = self.alpha_mask_size, self.alpha_mask_aabb
+        require(
+            (mask_size is None) == (mask_box is None),
+            "alpha_mask_size and alpha_mask_aabb must be given together",
+        )
+        if mask_size is not None and mask_box is not None:
+            require(
+                len(mask_size) == 3 and all(n >= 2 for n in mask_size),
+                f"alpha_mask_size must be 3 integers >= 2, got {mask_size}",
+            )
+            require(
+                len(mask_box) == 6 and all(mask_box[i] < mask_box[i + 3] for i in range(3)),
+                f"alpha_mask_aabb must be 6 numbers with min < max, got {mask_box}",
+            )
 
     def replace(self, **changes: Any) -> Self:
         """As :meth:`FieldConfig.replace`; restarts ``grid_size`` when the box or start changes."""
@@ -282,9 +377,65 @@ def total_variation(t: torch.Tensor) -> torch.Tensor:
     return 2.0 * total
 
 
+def frequency_encoding(x: torch.Tensor, frequencies: torch.Tensor) -> torch.Tensor:
+    """``[sin(x·ω), cos(x·ω)]`` of ``x`` ``[N, C]`` over multipliers ``ω`` ``[F]`` → ``[N, 2CF]``,
+    channel-major within each half, all sines first (TensoRF's ``positional_encoding``)."""
+    scaled = (x[:, :, None] * frequencies).flatten(1)
+    return torch.cat((torch.sin(scaled), torch.cos(scaled)), dim=-1)
+
+
+class FeatureMLPDecoder(nn.Module):
+    """The ``tensorf_mlp`` φ²: ``v = [ln σ, f]`` → (σ, ``sigmoid(MLP([f, d, PE(f), PE(d)]))``).
+
+    TensoRF's ``MLPRender_Fea`` (``mlp.{0,2,4}``) and nerfstudio's ``mlp_head`` +
+    ``field_output_rgb`` (module docstring); ``self.mlp`` keeps TensoRF's layer indices.
+    """
+
+    def __init__(self, config: TensoRFConfig) -> None:
+        super().__init__()
+        self.sigma_clip = config.sigma_clip
+        self.register_buffer(
+            "feature_frequencies", torch.tensor(config.feature_frequencies), persistent=False
+        )
+        self.register_buffer(
+            "view_frequencies", torch.tensor(config.view_frequencies), persistent=False
+        )
+        f, w = config.app_dim, config.mlp_width
+        width_in = f + 3 + 2 * f * len(config.feature_frequencies)
+        width_in += 2 * 3 * len(config.view_frequencies)
+        self.mlp = nn.Sequential(
+            nn.Linear(width_in, w), nn.ReLU(), nn.Linear(w, w), nn.ReLU(), nn.Linear(w, 3)
+        )
+
+    def forward(self, v: torch.Tensor, d: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        f = v[:, 1:]
+        parts = [f, d]
+        if self.feature_frequencies.numel():
+            parts.append(frequency_encoding(f, self.feature_frequencies))
+        if self.view_frequencies.numel():
+            parts.append(frequency_encoding(d, self.view_frequencies))
+        rgb = torch.sigmoid(self.mlp(torch.cat(parts, dim=-1)))
+        return activate_density(v[:, 0], self.sigma_clip), rgb
+
+
+class SHDecoder(nn.Module):
+    """The ``tensorf_sh`` φ²: ``rgb = relu(Σ_k SH_k(d)·f_{c,k} + 0.5)`` clamped at 1 (TensoRF's
+    ``SHRender``; :func:`~architectures.components.sh_colour` ``"svox2_clamp"``, svox2's colour
+    too), no parameters."""
+
+    def __init__(self, config: TensoRFConfig) -> None:
+        super().__init__()
+        self.sigma_clip = config.sigma_clip
+        self.basis = config.app_dim // 3
+
+    def forward(self, v: torch.Tensor, d: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        rgb = sh_colour(v[:, 1:].view(-1, 3, self.basis), d, "svox2_clamp")
+        return activate_density(v[:, 0], self.sigma_clip), rgb
+
+
 @register
 class TensoRF(CanonicalField):
-    """TensoRF VM with the canonical decoder (see module docstring)."""
+    """TensoRF VM with the canonical decoder, or an imported variant (see module docstring)."""
 
     arch = "tensorf"
     config_class = TensoRFConfig
@@ -296,7 +447,17 @@ class TensoRF(CanonicalField):
         size = config.grid_size or ()
         self.density_plane, self.density_line = self._init_factors(config.density_components, size)
         self.app_plane, self.app_line = self._init_factors(config.appearance_components, size)
-        self.basis_mat = nn.Linear(3 * config.appearance_components, 15, bias=False)
+        channels = 15
+        if config.decoder is not None:
+            # Variant decoders read the tool's app_dim features: v = [ln σ, f] (module docstring).
+            channels = config.app_dim
+            self.canonical = False
+            self.feature_dim = 1 + channels
+            decoders = {"tensorf_mlp": FeatureMLPDecoder, "tensorf_sh": SHDecoder}
+            self.decoder = decoders[config.decoder](config)
+        self.basis_mat = nn.Linear(3 * config.appearance_components, channels, bias=False)
+        if config.alpha_mask_size is not None:
+            self.register_buffer("alpha_mask", torch.ones(config.alpha_mask_size, dtype=torch.bool))
 
     def _init_factors(
         self, rank: int, size: Sequence[int]
@@ -324,32 +485,60 @@ class TensoRF(CanonicalField):
         out = F.grid_sample(factor, coords, mode="bilinear", align_corners=True)
         return out.view(factor.shape[1], -1)
 
+    def _raw(self, x: torch.Tensor, shifted: torch.Tensor) -> torch.Tensor:
+        """Raw density ``ln σ`` from the shifted factor sum (module docstring, variants)."""
+        config = self.config
+        raw = log_density(shifted, config.density_activation, config.density_scale)
+        if config.alpha_mask_size is not None:
+            raw = torch.where(self._alpha_mask_at(x), raw, raw.new_tensor(LOG_DENSITY_FLOOR))
+        return raw
+
+    def _alpha_mask_at(self, x: torch.Tensor) -> torch.Tensor:
+        """Whether TensoRF's alpha mask keeps each point: its ``grid_sample`` (trilinear,
+        ``align_corners=True``, zero padding) of the binary volume is > 0, i.e. some corner with
+        a positive weight is inside the volume and set."""
+        box = torch.tensor(self.config.alpha_mask_aabb, device=x.device, dtype=x.dtype).view(2, 3)
+        sizes = torch.tensor(self.alpha_mask.shape, device=x.device)
+        u = (x - box[0]) / (box[1] - box[0]) * (sizes - 1)
+        low = u.floor()
+        frac = u - low
+        low = low.long()
+        keep = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
+        for corner in itertools.product((0, 1), repeat=3):
+            offset = torch.tensor(corner, device=x.device)
+            index = low + offset
+            weight = torch.where(offset.bool(), frac, 1.0 - frac).prod(-1)
+            valid = ((index >= 0) & (index < sizes)).all(-1) & (weight > 0)
+            index = torch.minimum(index.clamp_min(0), sizes - 1)
+            keep |= valid & self.alpha_mask[index[:, 0], index[:, 1], index[:, 2]]
+        return keep
+
     def phi1(self, x: torch.Tensor) -> torch.Tensor:
         plane_xy, line_xy = self._coordinates(x)
         rank = self.config.density_components
-        sigma_raw = x.new_full((x.shape[0],), self.config.density_shift)
+        shifted = x.new_full((x.shape[0],), self.config.density_shift)
         appearance = []
         for m in range(3):
             # Density and appearance factors share the coordinates: one sample of both.
             plane = torch.cat((self.density_plane[m], self.app_plane[m]), dim=1)
             line = torch.cat((self.density_line[m], self.app_line[m]), dim=1)
             product = self._sample(plane, plane_xy[m]) * self._sample(line, line_xy[m])
-            sigma_raw = sigma_raw + product[:rank].sum(0)
+            shifted = shifted + product[:rank].sum(0)
             appearance.append(product[rank:])
         g = self.basis_mat(torch.cat(appearance, dim=0).t())
-        return torch.cat((sigma_raw[:, None], g), dim=-1)
+        return torch.cat((self._raw(x, shifted)[:, None], g), dim=-1)
 
     def sigma_raw(self, x: torch.Tensor) -> torch.Tensor:
-        """Pre-activation density from the density factors alone (no appearance work)."""
+        """Raw density (``ln σ``) from the density factors alone (no appearance work)."""
         check_points(x, "x")
         plane_xy, line_xy = self._coordinates(x)
-        sigma_raw = x.new_full((x.shape[0],), self.config.density_shift)
+        shifted = x.new_full((x.shape[0],), self.config.density_shift)
         for m in range(3):
             product = self._sample(self.density_plane[m], plane_xy[m]) * self._sample(
                 self.density_line[m], line_xy[m]
             )
-            sigma_raw = sigma_raw + product.sum(0)
-        return sigma_raw
+            shifted = shifted + product.sum(0)
+        return self._raw(x, shifted)
 
     # -- training -------------------------------------------------------------------------
     def factors(self) -> list[nn.Parameter]:

@@ -54,6 +54,17 @@ ABLATION = (
     ),
     ("no density clipping", "mulfagrid", ["distill.clip=false"]),
     ("no decoder inheritance", "mulfagrid", ["distill.inherit_decoder=false"]),
+    (
+        "reference losses (un-squared L2 norms)",
+        "mulfagrid",
+        [
+            'distill.loss_reduction="norm"',
+            "distill.feature_weight=2e-3",
+            "distill.density_weight=2e-3",
+            "distill.color_weight=2e-3",
+            "distill.rgb_weight=1.0",
+        ],
+    ),
     ("full method", "tensorf", []),
     ("no warm start", "tensorf", ["distill.warm_start=false"]),
     ("full method", "plenoxels", []),
@@ -103,6 +114,7 @@ def convert_cell(key: str, teacher: Path, student: str, overrides: list[str], da
         "quality_ssim": report.quality["ssim"],
         "steps": report.steps,
         "seconds": report.seconds,
+        "cpu_seconds": report.cpu_seconds,
         "setup_seconds": report.setup_seconds,
         "stage_seconds": [round(s.seconds, 1) for s in report.stages],
         "parameters": report.student["parameters"],
@@ -219,10 +231,18 @@ def _student_table(cells: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
+def _cell_time(cell: dict) -> str:
+    if "cpu_seconds" in cell:
+        return f"{cell['cpu_seconds']:.0f} CPU-s"
+    return f"{cell['seconds']:.0f} s *wall*"
+
+
 def _matrix_table(cells: dict[str, dict]) -> str:
     head = "| teacher \\ student | " + " | ".join(ARCHS) + " |"
     lines = [
-        "Each cell: fidelity vs teacher / quality vs ground truth (dB), conversion time (s).",
+        "Each cell: fidelity vs teacher / quality vs ground truth (dB), conversion CPU time",
+        "(CPU-seconds of one torch thread, evaluation excluded; wall time where a cell predates",
+        "the CPU clock, marked *wall*).",
         "",
         head,
         "|---" * (len(ARCHS) + 1) + "|",
@@ -235,7 +255,7 @@ def _matrix_table(cells: dict[str, dict]) -> str:
                 "—"
                 if t == s
                 else (
-                    f"{c['fidelity_psnr']:.1f} / {c['quality_psnr']:.1f}, {c['seconds']:.0f} s"
+                    f"{c['fidelity_psnr']:.1f} / {c['quality_psnr']:.1f}, {_cell_time(c)}"
                     if c
                     else "not run"
                 )
@@ -253,15 +273,18 @@ def _matrix_table(cells: dict[str, dict]) -> str:
 
 def _ablation_table(cells: dict[str, dict]) -> str:
     lines = [
-        "| student | variant | fidelity PSNR (dB) | quality PSNR (dB) | time (s) | set-up (s) |",
-        "|---|---|---|---|---|---|",
+        "| student | variant | fidelity PSNR (dB) | quality PSNR (dB) | wall (s) | CPU-s "
+        "| set-up (s) | threads | load at start |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for name, s, _ in ABLATION:
         c = cells.get(f"{s}: {name}")
         if c:
+            cpu = f"{c['cpu_seconds']:.0f}" if "cpu_seconds" in c else "—"
             lines.append(
                 f"| {s} | {name} | {c['fidelity_psnr']:.2f} | {c['quality_psnr']:.2f} | "
-                f"{c['seconds']:.0f} | {c['setup_seconds']:.0f} |"
+                f"{c['seconds']:.0f} | {cpu} | {c['setup_seconds']:.0f} | "
+                f"{c['torch_threads']} | {c['load_at_start']} |"
             )
     return "\n".join(lines)
 

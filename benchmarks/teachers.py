@@ -117,7 +117,9 @@ def replace_markdown_block(name: str, body: str, command: str) -> None:
         text = head + block + rest.split(end, 1)[1]
     else:
         text = text.rstrip() + "\n\n" + block + "\n"
-    MARKDOWN.write_text(text)
+    tmp = MARKDOWN.with_name(f".{MARKDOWN.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, MARKDOWN)  # readers (and other benchmarks) never see a half-written file
 
 
 def update_markdown(cells: dict[str, dict], command: str) -> None:

@@ -23,6 +23,12 @@ _LAZY = {
     "UserError": "pvd.errors",
     "convert": "pvd.distill",
     "ConversionReport": "pvd.distill",
+    "import_checkpoint": "pvd.importers",
+    "gtk": "pvd.tangent_kernel",
+    "GTKReport": "pvd.tangent_kernel",
+    "compare": "pvd.comparison",
+    "ComparisonTable": "pvd.comparison",
+    "StudentRecord": "pvd.comparison",
 }
 
 __all__ = ["__version__", *_LAZY]

@@ -26,6 +26,14 @@ scenes_app = typer.Typer(help="Procedural scenes with exact ground truth.", no_a
 app.add_typer(scenes_app, name="scenes")
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON on stdout.")]
+FromOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--from",
+        help="Format of another tool's checkpoint (e.g. tensorf-th, svox2, pvd-pth, "
+        "nerfstudio-tensorf); default: detected from the file's content.",
+    ),
+]
 DeviceOpt = Annotated[str, typer.Option(help="Torch device: cpu, cuda, cuda:1, or auto.")]
 
 
@@ -168,8 +176,11 @@ def train(
 
 @app.command()
 def convert(
-    teacher: Annotated[Path, typer.Argument(help="Teacher checkpoint (.safetensors).")],
+    teacher: Annotated[
+        Path, typer.Argument(help="Teacher: a pvd checkpoint or another tool's (see `pvd import`).")
+    ],
     to: Annotated[str, typer.Option(help="Student architecture (mlp, plenoxels, tensorf, …).")],
+    from_: FromOpt = None,
     out: Annotated[Path | None, typer.Option(help="Student checkpoint to write.")] = None,
     recipe: Annotated[Path | None, typer.Option(help="Recipe TOML overriding the preset.")] = None,
     preset: Annotated[str, typer.Option(help="cpu, paper or auto.")] = "auto",
@@ -233,6 +244,7 @@ def convert(
             resume=resume,
             device=dev,
             reporter=reporter,
+            kind=from_,
         )
     if as_json:
         _print_json(report.to_dict())
@@ -242,9 +254,144 @@ def convert(
         console.print(line, highlight=False, soft_wrap=True)
 
 
+@app.command()
+def compare(
+    teacher: Annotated[Path, typer.Argument(help="Teacher checkpoint.")],
+    to: Annotated[str, typer.Option(help="'all' or a comma list: mlp,tensorf,…")] = "all",
+    out: Annotated[
+        Path | None, typer.Option(help="Folder for students, results.*, plots, image sheet.")
+    ] = None,
+    data: Annotated[
+        Path | None, typer.Option(help="Dataset: quality vs ground truth, --from-scratch images.")
+    ] = None,
+    from_scratch: Annotated[
+        bool,
+        typer.Option("--from-scratch", help="Also train each from the images, same wall time."),
+    ] = False,
+    gtk: Annotated[
+        bool, typer.Option("--gtk", help="Add grid-tangent-kernel columns (pvd gtk).")
+    ] = False,
+    from_: FromOpt = None,
+    recipe: Annotated[Path | None, typer.Option(help="Recipe TOML overriding the preset.")] = None,
+    preset: Annotated[str, typer.Option(help="cpu, paper or auto.")] = "auto",
+    seeds: Annotated[int, typer.Option(help="Repeat every student with seeds 0..N-1.")] = 1,
+    steps: Annotated[int | None, typer.Option(help="Distillation steps per student.")] = None,
+    set_: Annotated[
+        list[str] | None, typer.Option("--set", help="Override a recipe value: section.key=value.")
+    ] = None,
+    device: DeviceOpt = "auto",
+    as_json: JsonFlag = False,
+) -> None:
+    """Convert one teacher into several architectures and compare quality, size and speed."""
+    from rich.table import Table
+
+    from .comparison import compare as run_comparison
+    from .progress import RichReporter
+    from .recipes import resolve_preset
+
+    dev = _device(device)
+    with RichReporter() as reporter:
+        table = run_comparison(
+            teacher,
+            to,
+            out=out,
+            data=data,
+            from_scratch=from_scratch,
+            gtk=gtk,
+            recipe=recipe,
+            preset=resolve_preset(preset, dev),
+            seeds=seeds,
+            steps=steps,
+            overrides=list(set_ or []),
+            device=dev,
+            reporter=reporter,
+            kind=from_,
+        )
+    if as_json:
+        _print_json(table.to_dict())
+        return
+    view = Table(title=f"teacher: {table.teacher['arch']} ({table.teacher['source']})")
+    columns = ["arch", "method", "seed", "MB", "time s", "fidelity dB", "quality dB", "rays/s"]
+    for column in columns + (["GTK rank", "GTK Δ"] if gtk else []):
+        view.add_column(column, justify="left" if column in ("arch", "method") else "right")
+    for r in table:
+        cells = [
+            r.arch,
+            r.method,
+            str(r.seed),
+            f"{r.bytes / 1e6:.2f}",
+            f"{r.seconds + r.setup_seconds:.1f}",
+            f"{r.fidelity_psnr:.2f}",
+            "—" if r.quality_psnr is None else f"{r.quality_psnr:.2f}",
+            f"{r.render_rays_per_s:,.0f}",
+        ]
+        if gtk and r.gtk:
+            cells += [f"{r.gtk['effective_rank']:.1f}", f"{r.gtk['delta']:.4g}"]
+        view.add_row(*cells)
+    _console().print(view)
+    if out is not None:
+        _console().print(f"wrote {out}/results.json, results.csv, results.md and the PNGs")
+
+
+@app.command(name="import")
+def import_(
+    checkpoint: Annotated[
+        Path, typer.Argument(help="Another tool's checkpoint (.pth, .th, .ckpt, .npz, …).")
+    ],
+    from_: FromOpt = None,
+    data: Annotated[
+        Path | None,
+        typer.Option(help="The dataset it was trained on: its cameras become the teacher's."),
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="pvd checkpoint to write (default: FILE.safetensors).")
+    ] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Read another tool's trained checkpoint and write a self-contained pvd checkpoint."""
+    from .data import load_dataset
+    from .errors import UserError
+    from .importers import get_importer, import_checkpoint, is_pvd_checkpoint
+
+    if from_ is None and is_pvd_checkpoint(checkpoint):
+        raise UserError(f"{checkpoint}: already a pvd checkpoint; nothing to import")
+    out = out or checkpoint.with_suffix(".safetensors")
+    if out.is_dir():
+        raise UserError(f"--out {out}: is a folder; give a .safetensors file name")
+    if out.resolve() == checkpoint.resolve():
+        raise UserError(f"--out {out}: would overwrite the input; choose another file name")
+    dataset = load_dataset(data) if data is not None else None
+    model = import_checkpoint(checkpoint, from_, dataset)
+    model.save(out)
+    kind = model.provenance["import"]["format"]
+    result = {
+        "checkpoint": str(out),
+        "format": kind,
+        "description": get_importer(kind).description,
+        "arch": model.field.arch,
+        "parameters": model.field.num_parameters,
+        "bytes": out.stat().st_size,
+        "cameras": {split: len(cams) for split, cams in model.cameras.items()},
+        "scene": model.scene.to_dict(),
+    }
+    if as_json:
+        _print_json(result)
+        return
+    _console().print(
+        f"wrote {out}: {result['description']} ({kind}) as a pvd {result['arch']}, "
+        f"{result['parameters']:,} parameters, {result['bytes'] / 1e6:.2f} MB, "
+        f"cameras {result['cameras'] or 'none (pvd fits its own)'}",
+        highlight=False,
+        soft_wrap=True,
+    )
+
+
 @app.command(name="eval")
 def evaluate(
-    checkpoint: Annotated[Path, typer.Argument(help="pvd checkpoint (.safetensors).")],
+    checkpoint: Annotated[
+        Path, typer.Argument(help="A pvd checkpoint or another tool's (see `pvd import`).")
+    ],
+    from_: FromOpt = None,
     data: Annotated[Path | None, typer.Option(help="Dataset with ground truth.")] = None,
     against: Annotated[
         Path | None, typer.Option(help="Another checkpoint: fidelity on held-out cameras.")
@@ -255,32 +402,24 @@ def evaluate(
     as_json: JsonFlag = False,
 ) -> None:
     """PSNR/SSIM against ground truth (--data) and/or against another checkpoint (--against)."""
-    import torch
-
     from .data import load_dataset
     from .errors import UserError
-    from .model import TrainedModel, held_out_cameras
+    from .importers import load_any
+    from .model import fidelity_scores, quality_scores
 
     if data is None and against is None:
         raise UserError(
             "nothing to compare with: pass --data DATASET and/or --against OTHER.safetensors"
         )
     dev = _device(device)
-    model = TrainedModel.load(checkpoint, dev)
+    model = load_any(checkpoint, from_, dev)
     result: dict[str, Any] = {"checkpoint": str(checkpoint), "arch": model.field.arch}
     if data is not None:
         dataset = load_dataset(data, aabb=_parse_aabb(aabb))
-        part = dataset.split(split)
-        scores = model.evaluate(
-            part.cameras, list(part.composited(torch.tensor(model.scene.background)))
-        )
-        result["quality"] = {"split": split, "images": len(part), **scores.to_dict()}
+        result["quality"] = quality_scores(model, dataset, split)  # in the model's space
     if against is not None:
-        other = TrainedModel.load(against, dev)
-        other.render = model.render  # both rendered with the same settings (DESIGN: fidelity)
-        cameras = held_out_cameras(model, other)
-        scores = model.evaluate(cameras, other.render_views(cameras))
-        result["fidelity"] = {"against": str(against), "images": len(cameras), **scores.to_dict()}
+        other = load_any(against, device=dev)
+        result["fidelity"] = {"against": str(against), **fidelity_scores(model, other)}
     if as_json:
         _print_json(result)
         return
@@ -296,20 +435,15 @@ def evaluate(
             )
 
 
-@app.command()
-def info(
-    checkpoint: Annotated[Path, typer.Argument(help="pvd checkpoint (.safetensors).")],
-    as_json: JsonFlag = False,
-) -> None:
-    """Architecture, config, size, scene and provenance of a checkpoint."""
+def _pvd_info(checkpoint: Path) -> dict[str, Any]:
     import architectures
 
     field = architectures.load(checkpoint)
     ckpt = field.checkpoint
-    provenance = {k: v for k, v in ckpt.provenance.items() if k != "history"}
     occupancy = ckpt.group("occupancy").get("binary")
-    result = {
+    return {
         "checkpoint": str(checkpoint),
+        "format": "pvd",
         "arch": field.arch,
         "schema": ckpt.schema,
         "parameters": field.num_parameters,
@@ -324,21 +458,65 @@ def info(
             if ckpt.group(f"cameras.{s}")
         },
         "occupied_fraction": float(occupancy.float().mean()) if occupancy is not None else None,
-        "provenance": provenance,
+        "provenance": {k: v for k, v in ckpt.provenance.items() if k != "history"},
     }
+
+
+def _foreign_info(checkpoint: Path, kind: str | None) -> dict[str, Any]:
+    """What :func:`info` shows of another tool's checkpoint: the pvd teacher it imports as."""
+    from .importers import get_importer, import_checkpoint
+
+    model = import_checkpoint(checkpoint, kind)
+    detected = model.provenance["import"]["format"]
+    return {
+        "checkpoint": str(checkpoint),
+        "format": f"{detected}: {get_importer(detected).description}",
+        "arch": model.field.arch,
+        "schema": None,
+        "parameters": model.field.num_parameters,
+        "tensor_bytes": model.field.nbytes,
+        "file_bytes": checkpoint.stat().st_size,
+        "config": model.field.config.to_dict(),
+        "scene": model.scene.to_dict(),
+        "render": model.render.to_dict(),
+        "cameras": {},
+        "occupied_fraction": model.grid.occupied_fraction,
+        "provenance": model.provenance,
+    }
+
+
+@app.command()
+def info(
+    checkpoint: Annotated[
+        Path, typer.Argument(help="A pvd checkpoint or another tool's (see `pvd import`).")
+    ],
+    from_: FromOpt = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Architecture, config, size, scene and provenance of a checkpoint (for another tool's
+    checkpoint: its detected format and the pvd teacher it imports as)."""
+    from .importers import is_pvd_checkpoint
+
+    if from_ is None and is_pvd_checkpoint(checkpoint):
+        result = _pvd_info(checkpoint)
+    else:
+        result = _foreign_info(checkpoint, from_)
+    provenance = result["provenance"]
     if as_json:
         _print_json(result)
         return
     from rich.table import Table
 
     table = Table(title=str(checkpoint), show_header=False)
+    table.add_row("format", result["format"])
     for key in ("arch", "parameters", "tensor_bytes", "file_bytes", "cameras", "occupied_fraction"):
         value = result[key]
         table.add_row(key, f"{value:,}" if isinstance(value, int) else str(value))
     table.add_row("config", json.dumps(result["config"]))
     table.add_row("scene", json.dumps(result["scene"]))
     table.add_row("render", json.dumps(result["render"]))
-    for key in ("source", "dataset", "steps", "seed", "train_seconds", "test_metrics", "time"):
+    shown = ("source", "import", "dataset", "steps", "seed", "train_seconds", "test_metrics")
+    for key in (*shown, "time"):
         if key in provenance:
             table.add_row(f"provenance.{key}", json.dumps(provenance[key], default=str))
     _console().print(table)
@@ -369,6 +547,62 @@ def render(
     else:
         save_views(model, out)
     _console().print(f"wrote {out}")
+
+
+@app.command()
+def gtk(
+    checkpoint: Annotated[
+        Path | None, typer.Argument(help="pvd checkpoint (.safetensors); or use --arch.")
+    ] = None,
+    arch: Annotated[
+        str | None, typer.Option(help="Analyse this architecture at initialisation instead.")
+    ] = None,
+    preset: Annotated[str, typer.Option(help="Model preset for --arch: cpu or paper.")] = "cpu",
+    scene: Annotated[
+        str | None,
+        typer.Option(help="Procedural scene: points in its occupied cells, Y = its sigma_raw."),
+    ] = None,
+    points: Annotated[int, typer.Option(help="Number of points N (1..4096).")] = 1024,
+    output: Annotated[
+        str, typer.Option(help="g: sigma (sigma_raw) or feature (all channels of v).")
+    ] = "sigma",
+    params: Annotated[
+        str, typer.Option(help="w: grid (grid tensors only) or all (grid + dense parts of phi1).")
+    ] = "all",
+    ridge: Annotated[
+        float, typer.Option(help="Ridge lambda of Delta, relative to mean diag(G/tr G).")
+    ] = 1e-3,
+    seed: Annotated[int, typer.Option(help="Seed of the points (and of the --arch init).")] = 0,
+    out: Annotated[
+        Path | None, typer.Option(help="Folder for gtk.json and gtk_spectrum.png.")
+    ] = None,
+    device: DeviceOpt = "auto",
+    as_json: JsonFlag = False,
+) -> None:
+    """Grid tangent kernel: spectrum, effective rank, condition number and Delta = Y^T G^-1 Y."""
+    from . import tangent_kernel as analysis
+
+    report = analysis.analyse(
+        checkpoint,
+        arch=arch,
+        preset=preset,
+        scene=scene,
+        points=points,
+        output=output,
+        params=params,
+        ridge=ridge,
+        seed=seed,
+        device=_device(device),
+    )
+    written = analysis.write_outputs(report, out) if out is not None else ()
+    if as_json:
+        _print_json({**report.to_dict(spectrum=False), "files": [str(p) for p in written]})
+        return
+    console = _console()
+    for line in report.lines():
+        console.print(line, highlight=False, soft_wrap=True)
+    for path in written:
+        console.print(f"wrote {path}", highlight=False)
 
 
 @scenes_app.command("list")

@@ -74,6 +74,37 @@ class Dataset:
             )
         return self.splits[name]
 
+    def in_model_space(self, scene: SceneSpec) -> Dataset:
+        """This dataset in the model space of ``scene`` (a teacher imported from another tool
+        lives in that tool's space, recorded in ``scene.world_to_model``): every split's cameras
+        mapped by :func:`cameras_to_model`, and the scene (box, near/far, transform) taken from
+        ``scene`` with this dataset's background. Idempotent: a dataset already in that space
+        (the same ``world_to_model``, e.g. pvd's own scenes and the identity) is returned as is."""
+        if self.scene.world_to_model == scene.world_to_model:
+            return self
+        if self.scene.world_to_model != SceneSpec().world_to_model:
+            raise UserError(
+                f"{self.root}: dataset is already in another model space; load it again"
+            )
+        splits = {
+            name: dataclasses.replace(split, cameras=cameras_to_model(split.cameras, scene))
+            for name, split in self.splits.items()
+        }
+        frame = dataclasses.replace(scene, background=self.scene.background)
+        return dataclasses.replace(self, scene=frame, splits=splits)
+
+
+def cameras_to_model(cameras: Cameras, scene: SceneSpec) -> Cameras:
+    """Dataset cameras (world frame) in the scene's model space: ``c2w ↦ W·c2w`` with the scale
+    taken out of the rotation (so camera axes stay unit vectors); intrinsics unchanged. The
+    identity for pvd's own scenes."""
+    w = torch.tensor(scene.world_to_model, dtype=torch.float64)
+    if torch.equal(w, torch.eye(4, dtype=torch.float64)):
+        return cameras
+    c2w = w @ cameras.c2w.double()
+    c2w[:, :3, :3] /= scene.scale
+    return Cameras(c2w.float(), cameras.intrinsics.clone(), cameras.sizes.clone())
+
 
 def _read_json(path: Path) -> dict[str, Any]:
     try:

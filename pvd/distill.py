@@ -24,8 +24,10 @@ the model option ``config.sigma_clip``, off by default. ``clip = false`` compare
 
 pvd's choices beyond the paper (inheritance and warm starts can be switched off in the recipe):
 
-- losses are means of squared errors (the reference code uses un-squared L2 norms with weights
-  2e-3); the colour term of stages 2–3 is weighted by the teacher's opacity over one render step,
+- losses are means of squared errors by default (``loss_reduction = "mean"``); the reference code
+  uses un-squared L2 norms of the batch error with weights 2e-3 (features, density, colour) and 1
+  (pixels), available as ``loss_reduction = "norm"`` and measured in BENCHMARKS.md; the colour
+  term of stages 2–3 is weighted by the teacher's opacity over one render step,
   ``1 − exp(−σ_t·δ)``, so the colour of empty space (never rendered) does not compete for capacity;
 - stage 1 compares all 28 channels between two Plenoxels grids (their SH coefficients mean the
   same), ``sigma_raw`` alone between Plenoxels and a canonical architecture;
@@ -66,6 +68,7 @@ from architectures import RadianceField
 from .cameras import Cameras, fit_radius, hemisphere_positions, look_at
 from .data import Dataset
 from .errors import UserError
+from .importers import load_any
 from .metrics import ImageScores, score_images
 from .model import TrainedModel, held_out_cameras
 from .progress import Reporter
@@ -74,6 +77,8 @@ from .render import OccupancyGrid, PackedSamples, composite_packed, sample_rays
 from .train import _versions, deterministic_algorithms, lr_factor, run_progress
 
 STAGES = ("volume", "points", "render")
+#: "mean": mean squared error (pvd's default); "norm": un-squared L2 norm (the reference code).
+LOSS_REDUCTIONS = ("mean", "norm")
 
 
 @dataclasses.dataclass
@@ -94,6 +99,7 @@ class DistillSettings:
     target_samples: int = 32768
     sigma_clip: list[float] = dataclasses.field(default_factory=lambda: [-2.0, 7.0])
     clip: bool = True
+    loss_reduction: str = "mean"
     feature_weight: float = 1.0
     density_weight: float = 0.01
     color_weight: float = 1.0
@@ -121,6 +127,7 @@ class DistillSettings:
             "sigma_clip": len(self.sigma_clip) == 2
             and all(math.isfinite(v) for v in self.sigma_clip)
             and self.sigma_clip[0] < self.sigma_clip[1],
+            "loss_reduction": self.loss_reduction in LOSS_REDUCTIONS,
             "feature_weight": self.feature_weight >= 0,
             "density_weight": self.density_weight >= 0,
             "color_weight": self.color_weight >= 0,
@@ -163,6 +170,7 @@ class ConversionReport:
     stages: list[StageRecord]
     steps: int
     seconds: float
+    cpu_seconds: float
     setup_seconds: float
     fidelity: dict[str, Any]
     probe_loss: dict[str, float]
@@ -197,6 +205,7 @@ class ConversionReport:
                 )
         out.append(
             f"total    {self.steps} steps, {self.seconds:.1f} s distilling"
+            f" ({self.cpu_seconds:.0f} CPU-s)"
             f" + {self.setup_seconds:.1f} s set-up (warm start, inheritance)"
             + (f", resumed at step {self.resumed_from}" if self.resumed_from else "")
         )
@@ -236,19 +245,30 @@ def clipped_density_error(
     return torch.where(target >= high, -F.relu(high - student_raw), error)
 
 
+def reduce_squared(squared: torch.Tensor, count: float, reduction: str) -> torch.Tensor:
+    """A loss from (weighted) squared errors: their mean over ``count`` entries (``"mean"``) or
+    the un-squared L2 norm of the errors, ``sqrt(Σ squared)`` (``"norm"``, the reference PVD
+    code's choice; its gradient is taken as 0 where every error is 0)."""
+    total = squared.sum()
+    if reduction == "norm":
+        return total.clamp_min(1e-20).sqrt()
+    return total / max(count, 1e-8)
+
+
 def volume_loss(
     student_v: torch.Tensor,
     teacher_v: torch.Tensor,
     clip: tuple[float, float] | None,
     all_channels: bool,
+    reduction: str = "mean",
 ) -> torch.Tensor:
-    """Stage 1: mean squared error of ``v`` over points and compared channels (channel 0 with
-    the clipped comparison; channels 1.. only when ``all_channels``)."""
+    """Stage 1: squared error of ``v`` over points and compared channels (channel 0 with the
+    clipped comparison; channels 1.. only when ``all_channels``), reduced by ``reduction``."""
     density = clipped_density_error(student_v[:, 0], teacher_v[:, 0], clip).pow(2)
     if not all_channels:
-        return density.mean()
+        return reduce_squared(density, density.numel(), reduction)
     rest = (student_v[:, 1:] - teacher_v[:, 1:]).pow(2).sum(-1)
-    return (density + rest).mean() / student_v.shape[1]
+    return reduce_squared(density + rest, student_v.numel(), reduction)
 
 
 def point_loss(
@@ -259,8 +279,9 @@ def point_loss(
     settings: DistillSettings,
     step_size: float,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Stages 2–3 per-point terms: (clipped density error², opacity-weighted colour error²),
-    each a mean over the points."""
+    """Stages 2–3 per-point terms: (clipped density error², colour error² weighted by the
+    teacher's opacity), each reduced by ``settings.loss_reduction`` (the colour mean is over the
+    opacity weights)."""
     with torch.no_grad():
         tv = teacher.phi1(x)
         t_sigma, t_rgb = teacher.phi2(tv, d)
@@ -268,8 +289,11 @@ def point_loss(
     sv = student.phi1(x)
     _, s_rgb = student.phi2(sv, d)
     clip = tuple(settings.sigma_clip) if settings.clip else None
-    density = clipped_density_error(sv[:, 0], tv[:, 0], clip).pow(2).mean()
-    colour = (weight[:, None] * (s_rgb - t_rgb).pow(2)).sum() / (3 * weight.sum() + 1e-8)
+    reduction = settings.loss_reduction
+    density = clipped_density_error(sv[:, 0], tv[:, 0], clip).pow(2)
+    density = reduce_squared(density, density.numel(), reduction)
+    colour = weight[:, None] * (s_rgb - t_rgb).pow(2)
+    colour = reduce_squared(colour, 3 * float(weight.sum()), reduction)
     return density, colour
 
 
@@ -419,7 +443,11 @@ def same_feature_layout(a: RadianceField, b: RadianceField) -> bool:
     same non-canonical architecture)."""
     if a.canonical and b.canonical:
         return True
-    return a.arch == b.arch and a.feature_dim == b.feature_dim
+    if a.arch != "plenoxels" or b.arch != "plenoxels" or a.feature_dim != b.feature_dim:
+        return False  # a learned non-canonical φ² (TensoRF's MLP) gives v its own meaning
+    # Plenoxels' φ² has no parameters: v means the same when its density and colour rules do
+    rules = ("sh_degree", "density_activation", "colour")
+    return all(getattr(a.config, k) == getattr(b.config, k) for k in rules)
 
 
 def inherit_decoder(teacher: RadianceField, student: RadianceField) -> bool:
@@ -460,8 +488,8 @@ def warm_start_plenoxels(
     values[:, 0] = _warm_density(raw, clip)
     near = _near_occupied(teacher.grid, positions)
     dirs = _fibonacci_directions(32).to(positions.device)
-    basis = sh_encode(dirs, degree=3)  # [32, 9]
-    solve = torch.linalg.pinv(basis)  # [9, 32]
+    basis = sh_encode(dirs, degree=student.config.sh_degree + 1)  # [32, K]; degree = bands
+    solve = torch.linalg.pinv(basis)  # [K, 32]
     index = near.nonzero()[:, 0]
     if index.numel() == 0:
         return (
@@ -474,7 +502,7 @@ def warm_start_plenoxels(
         ds = dirs[None].expand(x.shape[0], -1, -1).reshape(-1, 3)
         _, rgb = teacher.field(xs, ds)
         logits = torch.logit(rgb.clamp(1e-3, 1 - 1e-3)).view(x.shape[0], -1, 3)
-        coefficients = torch.einsum("kn,bnc->bck", solve, logits)  # [B, 3, 9]
+        coefficients = torch.einsum("kn,bnc->bck", solve, logits)  # [B, 3, K]
         values[part, 1:] = coefficients.reshape(x.shape[0], -1)
     return (
         f"plenoxels vertices from the teacher: raw density at {positions.shape[0]:,} vertices, "
@@ -555,10 +583,13 @@ def _copy_factors(planes: Any, lines: Any, vm: Any) -> None:
 def warm_start(
     teacher: TrainedModel, student: RadianceField, clip: tuple[float, float]
 ) -> str | None:
-    """The student's warm start where its architecture allows one (else None)."""
-    if student.arch == "plenoxels":
+    """The student's warm start where its architecture allows one (else None): pvd's own
+    Plenoxels (any SH degree) and canonical TensoRF, not the variants that reproduce other
+    tools' activations (their stored values mean something else)."""
+    config = student.config
+    if student.arch == "plenoxels" and config.density_activation is None and not config.colour:
         return warm_start_plenoxels(teacher, student, clip)
-    if student.arch == "tensorf":
+    if student.arch == "tensorf" and student.canonical and config.density_activation is None:
         return warm_start_tensorf(teacher, student, clip)
     return None
 
@@ -697,19 +728,27 @@ def settings_from_recipe(student_arch: str, recipe: Recipe) -> DistillSettings:
 
 
 def load_teacher(
-    teacher: TrainedModel | str | os.PathLike[str], device: str
+    teacher: TrainedModel | str | os.PathLike[str],
+    device: str,
+    kind: str | None = None,
+    data: Dataset | None = None,
 ) -> tuple[TrainedModel, str, str]:
-    """(model, source description, sha256) of a teacher given as a model or a checkpoint path."""
+    """(model, source description, sha256) of a teacher given as a model or a checkpoint path: a
+    pvd checkpoint, or another tool's file imported on the fly (``kind`` names its format when
+    detection should not decide; ``data`` gives an imported teacher the dataset's cameras)."""
     if isinstance(teacher, TrainedModel):
         if teacher.device != torch.device(device):
             raise UserError(
                 f"the teacher is on {teacher.device} but the conversion runs on {device}; "
                 "move it or pass device="
             )
+        imported = teacher.provenance.get("import")
+        if teacher.provenance.get("source") == "pvd import" and imported:
+            return teacher, f"{imported['file']} ({imported['format']})", imported["sha256"]
         return teacher, "in memory", _tensor_sha256(teacher.field)
     path = Path(teacher)
     try:
-        model = TrainedModel.load(path, device=device)
+        model = load_any(path, kind, device, data)
     except architectures.ArchitectureError as exc:
         raise UserError(str(exc)) from None
     return model, str(path), file_sha256(path)
@@ -728,6 +767,7 @@ def convert(
     resume: bool = False,
     device: str = "cpu",
     reporter: Reporter | None = None,
+    kind: str | None = None,
 ) -> tuple[TrainedModel, ConversionReport]:
     """Distil ``teacher`` (a checkpoint path or a :class:`TrainedModel`) into architecture ``to``.
 
@@ -735,7 +775,8 @@ def convert(
     merged over the ``preset``; ``overrides`` are ``section.key=value`` strings; ``steps``
     overrides ``distill.steps``. ``data`` adds quality vs its test split to the report. With
     ``out`` the student is written there atomically, a resumable state is kept beside it while
-    the run lasts, and ``resume=True`` continues an interrupted run.
+    the run lasts, and ``resume=True`` continues an interrupted run. A teacher file of another
+    tool is imported on the fly (``kind``: its format, else detected; see ``pvd.importers``).
     Returns the student (with its own occupancy grid, the teacher's scene, cameras and render
     settings, and provenance) and the report.
     """
@@ -752,6 +793,7 @@ def convert(
             resume,
             device,
             reporter or Reporter(),
+            kind,
         )
 
 
@@ -785,6 +827,7 @@ def _convert(
     resume: bool,
     device: str,
     reporter: Reporter,
+    kind: str | None,
 ) -> tuple[TrainedModel, ConversionReport]:
     try:
         name = architectures.canonical_name(to)
@@ -799,8 +842,10 @@ def _convert(
         raise UserError(
             f"--resume: no saved state at {state_file}; run the conversion without --resume"
         )
-    teacher, source, teacher_hash = load_teacher(teacher_in, device)
+    teacher, source, teacher_hash = load_teacher(teacher_in, device, kind, data)
     teacher.field.eval().requires_grad_(False)
+    if data is not None:  # an imported teacher lives in its tool's space: so must the cameras
+        data = data.in_model_space(teacher.scene)
     reporter.message(
         f"preset: {preset} · device: {device} · {source} ({teacher.field.arch}) -> {name}"
     )
@@ -815,7 +860,7 @@ def _convert(
     setup_start = time.perf_counter()
     warm: str | None = None
     inherited: list[str] = []
-    start_step, elapsed_before = 0, 0.0
+    start_step, elapsed_before, cpu_before = 0, 0.0, 0.0
     pool: RayPool | None = None
     stages = [StageRecord(s) for s in STAGES]
     history: list[dict[str, float]] = []
@@ -840,6 +885,7 @@ def _convert(
         student = architectures.build(name, json.loads(metadata["student.config"])).to(device)
         student.load_state_dict({k[8:]: v for k, v in saved.items() if k.startswith("student.")})
         start_step, elapsed_before = meta["step"], meta["elapsed"]
+        cpu_before = meta["cpu_elapsed"]
         warm, inherited = meta["warm_start"], meta["inherited"]
         stages = [StageRecord(**r) for r in meta["stages"]]
         history, curve = meta["history"], meta["curve"]
@@ -890,6 +936,7 @@ def _convert(
             "recipe": recipe,
             "step": step,
             "elapsed": elapsed,
+            "cpu_elapsed": cpu_now(),
             "warm_start": warm,
             "inherited": inherited,
             "stages": [dataclasses.asdict(s) for s in stages],
@@ -904,8 +951,15 @@ def _convert(
     student.train()
     step = start_step
     stage_index = -1
-    eval_seconds = 0.0
+    eval_seconds = eval_cpu = 0.0
     loop_start = time.perf_counter() - elapsed_before
+    cpu_start = time.process_time() - cpu_before
+
+    def cpu_now() -> float:
+        """CPU seconds of this process (all threads) in the steps, evaluation excluded: a
+        measure of the work that contention on a shared machine does not inflate."""
+        return time.process_time() - cpu_start - eval_cpu
+
     with _interrupt_flag() as interrupted:
         while step < settings.steps:
             now = time.perf_counter() - loop_start - eval_seconds
@@ -945,7 +999,7 @@ def _convert(
                 with torch.no_grad():
                     target = teacher.field.phi1(x)
                 loss = settings.feature_weight * volume_loss(
-                    student.phi1(x), target, clip, all_channels
+                    student.phi1(x), target, clip, all_channels, settings.loss_reduction
                 )
             else:
                 n_points = settings.points if index == 1 else settings.stage3_points
@@ -961,7 +1015,7 @@ def _convert(
                             teacher, cameras, settings.pool_rays, settings.seed + 1
                         )
                     n_rays = max(1, round(settings.target_samples / max(pool.samples_per_ray, 1)))
-                    pixels = _render_loss(student, pool, n_rays, generator)
+                    pixels = _render_loss(student, pool, n_rays, generator, settings.loss_reduction)
                     loss = loss + settings.rgb_weight * pixels
                     loss = loss + settings.regularizer_weight * student.regularizer()
             optimizer.zero_grad(set_to_none=True)
@@ -986,7 +1040,7 @@ def _convert(
                 )
             reporter.update(step, loss=value)
             if settings.eval_every and step % settings.eval_every == 0:
-                tick = time.perf_counter()
+                tick, tick_cpu = time.perf_counter(), time.process_time()
                 curve.append(
                     _curve_point(
                         student,
@@ -1000,7 +1054,9 @@ def _convert(
                 )
                 student.train()
                 eval_seconds += time.perf_counter() - tick
+                eval_cpu += time.process_time() - tick_cpu
     seconds = time.perf_counter() - loop_start - eval_seconds
+    cpu_seconds = cpu_now()
     if state_file is not None:  # the finished student survives a failure in the evaluation below
         _save_state(state_file, student, optimizer, generator, meta_now(step, seconds))
 
@@ -1034,6 +1090,7 @@ def _convert(
         stages=stages,
         steps=step,
         seconds=round(seconds, 2),
+        cpu_seconds=round(cpu_seconds, 2),
         setup_seconds=round(setup_seconds, 2),
         fidelity={
             "psnr": scores.psnr,
@@ -1083,16 +1140,22 @@ def _convert(
 
 
 def _render_loss(
-    student: RadianceField, pool: RayPool, n_rays: int, generator: torch.Generator
+    student: RadianceField,
+    pool: RayPool,
+    n_rays: int,
+    generator: torch.Generator,
+    reduction: str,
 ) -> torch.Tensor:
-    """Stage 3: mean squared error of ``n_rays`` pool rays rendered by the student on the
-    teacher's samples, against the teacher's colour, on the same random background."""
+    """Stage 3: squared error of ``n_rays`` pool rays rendered by the student on the teacher's
+    samples, against the teacher's colour on the same random background, reduced by
+    ``reduction``."""
     samples, x, d, target, background = pool.batch(n_rays, generator)
     if len(samples) == 0:
         return student.aabb.new_zeros(())
     sigma, rgb = student(x, d)
     pred = composite_packed(samples, sigma, rgb, background).rgb
-    return (pred - target).pow(2).mean()
+    squared = (pred - target).pow(2)
+    return reduce_squared(squared, squared.numel(), reduction)
 
 
 @torch.no_grad()

@@ -19,6 +19,7 @@ import architectures
 from architectures import RadianceField, SceneSpec
 
 from .cameras import Cameras, fit_radius, look_at, ring_positions
+from .data import Dataset
 from .errors import UserError
 from .metrics import ImageScores, score_images
 from .render import OccupancyGrid, RenderSettings, render_image
@@ -125,3 +126,23 @@ def held_out_cameras(model: TrainedModel, other: TrainedModel | None = None) -> 
     radius = fit_radius(model.scene.aabb, angle)
     c2w = look_at(ring_positions(8, radius, 25.0, azimuth_offset_deg=11.25) + centre, centre)
     return Cameras.from_poses(c2w, 64, 64, angle)
+
+
+def quality_scores(model: TrainedModel, dataset: Dataset, split: str = "test") -> dict[str, Any]:
+    """Quality (DESIGN.md, "Evaluation"): ``model`` vs the ground truth of ``dataset``'s ``split``
+    (its cameras in the model's space), composited on the model's scene background — what
+    ``pvd eval --data`` prints."""
+    part = dataset.in_model_space(model.scene).split(split)
+    targets = list(part.composited(torch.tensor(model.scene.background)))
+    scores = model.evaluate(part.cameras, targets)
+    return {"split": split, "images": len(part), **scores.to_dict()}
+
+
+def fidelity_scores(model: TrainedModel, reference: TrainedModel) -> dict[str, Any]:
+    """Fidelity (DESIGN.md, "Evaluation"): ``model`` vs ``reference`` renders on the held-out
+    cameras, both with ``model``'s render settings and each with its own occupancy grid — what
+    ``pvd eval --against`` prints."""
+    reference = dataclasses.replace(reference, render=model.render)
+    cameras = held_out_cameras(model, reference)
+    scores = model.evaluate(cameras, reference.render_views(cameras))
+    return {"images": len(cameras), **scores.to_dict()}

@@ -17,9 +17,12 @@ from pvd.distill import (
     build_conversion_recipe,
     clipped_density_error,
     convert,
+    load_teacher,
+    same_feature_layout,
     sample_points,
     state_path,
     volume_loss,
+    warm_start,
     warm_start_plenoxels,
     warm_start_tensorf,
 )
@@ -142,6 +145,20 @@ def test_volume_loss_compares_channel_zero_alone_across_layouts() -> None:
     assert float(volume_loss(student, teacher16, (-2.0, 7.0), all_channels=True)) == 1.0
 
 
+def test_norm_reduction_is_the_unsquared_l2_norm_and_mean_the_mean_squared_error() -> None:
+    student = torch.tensor([[0.5, 1.0, 2.0], [-3.0, 0.0, 1.0]], requires_grad=True)
+    teacher = torch.tensor([[0.0, 0.0, 0.0], [-5.0, 0.0, 0.0]])
+    # channel 0: 0.5 - 0 inside the range; -5 clamps to the floor -2, where -3 costs relu(-3+2) = 0
+    squared = torch.tensor([0.25 + 1.0 + 4.0, 0.0 + 0.0 + 1.0])
+    norm = volume_loss(student, teacher, (-2.0, 7.0), True, "norm")
+    assert float(norm) == pytest.approx(float(squared.sum().sqrt()))
+    mean = volume_loss(student, teacher, (-2.0, 7.0), True, "mean")
+    assert float(mean) == pytest.approx(float(squared.sum() / 6))
+    exact = teacher.clone().requires_grad_()
+    volume_loss(exact, teacher, (-2.0, 7.0), True, "norm").backward()
+    assert torch.equal(exact.grad, torch.zeros_like(teacher))  # no NaN at an exact match
+
+
 def test_points_come_from_occupied_cells_plus_a_uniform_share() -> None:
     grid = OccupancyGrid((-1, -1, -1, 1, 1, 1), 8, 0.5)
     grid.binary.zero_()
@@ -180,6 +197,24 @@ def test_plenoxels_warm_start_reproduces_the_teacher(teachers: dict[str, Path]) 
         raw_error = (warm.sigma_raw(x) - teacher.field.sigma_raw(x).clamp(-6, 7)).abs().mean()
     assert error_warm < 0.5 * error_cold
     assert raw_error < 1.0
+
+
+def test_plenoxels_variants_share_a_layout_and_a_warm_start_only_where_they_mean_the_same(
+    teachers: dict[str, Path],
+) -> None:
+    teacher = TrainedModel.load(teachers["hashgrid"])
+    box = {"resolution": 8, "aabb": teacher.scene.aabb}
+    default = architectures.build("plenoxels", box)
+    svox2 = architectures.build(
+        "plenoxels", {**box, "density_activation": "relu", "colour": "svox2_clamp"}
+    )
+    degree1 = architectures.build("plenoxels", {**box, "sh_degree": 1})
+    assert same_feature_layout(default, architectures.build("plenoxels", box))
+    assert not same_feature_layout(default, svox2)  # same width, other colour and density rules
+    assert not same_feature_layout(default, degree1)
+    assert warm_start(teacher, svox2, (-2.0, 7.0)) is None
+    assert warm_start(teacher, degree1, (-2.0, 7.0)).startswith("plenoxels vertices")
+    assert degree1.grid.shape[0] == 1 + 3 * 4 and degree1.grid[1:].abs().sum() > 0
 
 
 def test_tensorf_warm_start_fits_the_teacher_grid(teachers: dict[str, Path]) -> None:
@@ -290,6 +325,7 @@ def _flag_after(steps: int):
         (["model.width=-4"], "width"),
         (["distill.clip=3"], "distill.clip = 3 must be of type bool"),
         (['distill.sigma_clip=["a", 1]'], "must be two numbers"),
+        (['distill.loss_reduction="sum"'], "distill.loss_reduction = 'sum' is out of range"),
     ],
 )
 def test_bad_recipe_values_are_refused_by_name(
@@ -297,6 +333,17 @@ def test_bad_recipe_values_are_refused_by_name(
 ) -> None:
     with pytest.raises(UserError, match=message.replace("[", r"\[")):
         convert(teachers["hashgrid"], "mlp", overrides=overrides)
+
+
+def test_an_imported_teacher_in_memory_is_named_by_its_file(teachers: dict[str, Path]) -> None:
+    model = TrainedModel.load(teachers["hashgrid"])
+    assert load_teacher(model, "cpu")[1] == "in memory"
+    model.provenance = {
+        "source": "pvd import",
+        "import": {"file": "lego.th", "format": "tensorf-th", "sha256": "ab" * 32},
+    }
+    _, source, sha = load_teacher(model, "cpu")
+    assert (source, sha) == ("lego.th (tensorf-th)", "ab" * 32)
 
 
 def test_bad_teacher_and_architecture_are_refused(
