@@ -45,7 +45,7 @@ from pvd.model import TrainedModel
 from pvd.render import OccupancyGrid
 
 from .conftest import TINY_MODELS
-from .test_importers_a import sh_tcnn as sh_reference
+from .test_importers import sh_tcnn as sh_reference
 
 PRIMES = (1, 2654435761, 805459861)
 RTOL_SIGMA, ATOL_RGB = 1e-4, 1e-5
@@ -185,7 +185,7 @@ def nerfstudio_hash(
 
 def sh_tcnn(d: np.ndarray) -> np.ndarray:
     """tcnn's degree-4 SH (``common_device.h::sh_enc``) of unit ``d`` (its input (d+1)/2 is mapped
-    back by 2u − 1): the written-out reference of ``test_importers_a`` in float64."""
+    back by 2u − 1): the written-out reference of ``test_importers`` in float64."""
     return sh_reference(torch.from_numpy(np.asarray(d, dtype=np.float64)), 16).numpy()
 
 
