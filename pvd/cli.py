@@ -35,6 +35,11 @@ FromOpt = Annotated[
     ),
 ]
 DeviceOpt = Annotated[str, typer.Option(help="Torch device: cpu, cuda, cuda:1, or auto.")]
+RecipeOpt = Annotated[Path | None, typer.Option(help="Recipe TOML overriding the preset.")]
+PresetOpt = Annotated[str, typer.Option(help="cpu, paper or auto.")]
+SetOpt = Annotated[
+    list[str] | None, typer.Option("--set", help="Override a recipe value: section.key=value.")
+]
 
 
 def _device(name: str) -> str:
@@ -94,7 +99,7 @@ def _console():
 def train(
     data: Annotated[Path, typer.Argument(help="Dataset folder (Blender or nerfstudio format).")],
     arch: Annotated[str, typer.Option(help="Architecture (see `pvd info --help`).")] = "hashgrid",
-    preset: Annotated[str, typer.Option(help="cpu, paper or auto.")] = "auto",
+    preset: PresetOpt = "auto",
     steps: Annotated[
         int | None, typer.Option(help="Training steps (overrides the recipe).")
     ] = None,
@@ -103,10 +108,8 @@ def train(
     ] = None,
     seed: Annotated[int | None, typer.Option(help="Random seed (overrides the recipe).")] = None,
     out: Annotated[Path | None, typer.Option(help="Checkpoint to write.")] = None,
-    recipe: Annotated[Path | None, typer.Option(help="Recipe TOML overriding the preset.")] = None,
-    set_: Annotated[
-        list[str] | None, typer.Option("--set", help="Override a recipe value: section.key=value.")
-    ] = None,
+    recipe: RecipeOpt = None,
+    set_: SetOpt = None,
     aabb: Annotated[
         str | None, typer.Option(help="Scene box 'xmin ymin zmin xmax ymax zmax'.")
     ] = None,
@@ -182,8 +185,8 @@ def convert(
     to: Annotated[str, typer.Option(help="Student architecture (mlp, plenoxels, tensorf, …).")],
     from_: FromOpt = None,
     out: Annotated[Path | None, typer.Option(help="Student checkpoint to write.")] = None,
-    recipe: Annotated[Path | None, typer.Option(help="Recipe TOML overriding the preset.")] = None,
-    preset: Annotated[str, typer.Option(help="cpu, paper or auto.")] = "auto",
+    recipe: RecipeOpt = None,
+    preset: PresetOpt = "auto",
     steps: Annotated[
         int | None, typer.Option(help="Distillation steps (overrides the recipe).")
     ] = None,
@@ -201,9 +204,7 @@ def convert(
         bool | None, typer.Option("--warm-start/--no-warm-start", help="Plenoxels/TensoRF fit.")
     ] = None,
     seed: Annotated[int | None, typer.Option(help="Random seed (overrides the recipe).")] = None,
-    set_: Annotated[
-        list[str] | None, typer.Option("--set", help="Override a recipe value: section.key=value.")
-    ] = None,
+    set_: SetOpt = None,
     device: DeviceOpt = "auto",
     as_json: JsonFlag = False,
 ) -> None:
@@ -272,13 +273,11 @@ def compare(
         bool, typer.Option("--gtk", help="Add grid-tangent-kernel columns (pvd gtk).")
     ] = False,
     from_: FromOpt = None,
-    recipe: Annotated[Path | None, typer.Option(help="Recipe TOML overriding the preset.")] = None,
-    preset: Annotated[str, typer.Option(help="cpu, paper or auto.")] = "auto",
+    recipe: RecipeOpt = None,
+    preset: PresetOpt = "auto",
     seeds: Annotated[int, typer.Option(help="Repeat every student with seeds 0..N-1.")] = 1,
     steps: Annotated[int | None, typer.Option(help="Distillation steps per student.")] = None,
-    set_: Annotated[
-        list[str] | None, typer.Option("--set", help="Override a recipe value: section.key=value.")
-    ] = None,
+    set_: SetOpt = None,
     device: DeviceOpt = "auto",
     as_json: JsonFlag = False,
 ) -> None:
