@@ -411,6 +411,12 @@ def _check(arch: str, value: torch.Tensor, reference: torch.Tensor) -> None:
 def _refuse_variants(field: RadianceField) -> None:
     """Refuse imported-teacher variants with a nonlinearity or mask after the grid by name (the
     φ¹ check alone can miss one where it is nearly linear, e.g. ``log softplus`` far below 0)."""
+    layout = getattr(field.config, "layout", "tcnn")
+    if layout != "tcnn":  # the sparse weights follow tiny-cuda-nn's indexing and offsets
+        raise UserError(
+            f"pvd gtk does not support {field.arch} fields with layout={layout!r} (a variant "
+            f"of an imported teacher); convert it to a pvd {field.arch} first"
+        )
     for key in _UNSUPPORTED_VARIANTS:
         value = getattr(field.config, key, None)
         if value is not None:

@@ -403,6 +403,10 @@ def test_imported_variants_and_empty_occupancy_are_refused(monkeypatch: pytest.M
     monkeypatch.setattr(field.config, "density_activation", "relu", raising=False)
     with pytest.raises(UserError, match="does not support plenoxels fields with density_activ"):
         gtk(field, random_points(8))
+    hashed = tiny("hashgrid")
+    monkeypatch.setattr(hashed.config, "layout", "gridencoder")
+    with pytest.raises(UserError, match="hashgrid fields with layout='gridencoder'"):
+        gtk(hashed, random_points(8))
     empty = OccupancyGrid((-1.5, -1.5, -1.5, 1.5, 1.5, 1.5), 8, 0.5)
     empty.binary.zero_()
     with pytest.raises(UserError, match=r"no occupied cell.*pass --scene NAME"):
