@@ -316,26 +316,24 @@ def timing_table(cells: dict[str, dict]) -> str:
 
 
 def write_report(cells: dict[str, dict]) -> None:
-    panels: dict[str, dict[str, tuple[list[int], list[float]]]] = {}
-    first = next(iter(SIGNALS))
-    init = {}
-    for model in MODELS:
-        cell = cells.get(f"fit/{first}/{model}")
-        if cell is not None:
-            main = "grid" if "grid" in cell["init"] else "all"
-            spectrum = cell["init"][main]["spectrum"]
-            init[f"{model} (w = {main})"] = (spectrum["index"], spectrum["value"])
-    if init:
-        panels[f"at initialisation (points of {first})"] = init
-    for signal, (description, _, _) in SIGNALS.items():
+    def spectra(signal: str, when: str) -> dict[str, tuple[list[int], list[float]]]:
+        """Each model's spectrum for ``signal`` at ``when`` ("init" or "fitted"), w = grid
+        where the model has a grid."""
         curves = {}
         for model in MODELS:
             cell = cells.get(f"fit/{signal}/{model}")
             if cell is not None:
-                main = "grid" if "grid" in cell["fitted"] else "all"
-                spectrum = cell["fitted"][main]["spectrum"]
+                main = "grid" if "grid" in cell[when] else "all"
+                spectrum = cell[when][main]["spectrum"]
                 curves[f"{model} (w = {main})"] = (spectrum["index"], spectrum["value"])
-        if curves:
+        return curves
+
+    panels: dict[str, dict[str, tuple[list[int], list[float]]]] = {}
+    first = next(iter(SIGNALS))
+    if init := spectra(first, "init"):
+        panels[f"at initialisation (points of {first})"] = init
+    for signal, (description, _, _) in SIGNALS.items():
+        if curves := spectra(signal, "fitted"):
             panels[f"fitted: {description}"] = curves
     if panels:
         plot_spectra(

@@ -271,10 +271,10 @@ def compare(
     ``preset``, ``steps`` and ``overrides`` are those of :func:`pvd.distill.convert` (the
     from-scratch runs use the preset's training recipe with the conversion's wall time as their
     budget); ``gtk`` adds each student's grid-tangent-kernel figures
-    (:func:`pvd.tangent_kernel.gtk_summary`); ``seeds`` repeats every student with seeds
-    ``0 … seeds−1``; ``kind`` names the
-    format of another tool's teacher file (else detected). Nothing is written unless ``out`` (a
-    folder) is given; see the module docstring for what it holds.
+    (:func:`pvd.tangent_kernel.gtk_summary`; a student finished earlier without them gets them
+    from its checkpoint); ``seeds`` repeats every student with seeds ``0 … seeds−1``; ``kind``
+    names the format of another tool's teacher file (else detected). Nothing is written unless
+    ``out`` (a folder) is given; see the module docstring for what it holds.
     """
     names = parse_architectures(to)
     if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
@@ -320,7 +320,12 @@ def compare(
                 number = len(records) + 1
                 if key in done:
                     reporter.message(f"[{number}/{total}] {key}: done earlier, skipped")
-                    records.append(done[key])
+                    record = done[key]
+                    if gtk and record.gtk is None:
+                        student = TrainedModel.load(folder / record.checkpoint, device)
+                        record.gtk = _kernel(student, teacher_model)
+                        _write_text(folder / "records" / f"{key}.json", _json(record.to_dict()))
+                    records.append(record)
                     continue
                 reporter.message(f"[{number}/{total}] {key}")
                 if method == "distilled":
@@ -510,11 +515,6 @@ def _measure(run: _Run, model: TrainedModel, checkpoint: Path | None) -> dict[st
     quality = None
     if dataset is not None and "test" in dataset.splits:
         quality = quality_scores(model, dataset)
-    gtk = None
-    if run.gtk:
-        from .tangent_kernel import gtk_summary
-
-        gtk = gtk_summary(model, reference=teacher)
     return {
         "parameters": model.field.num_parameters,
         "bytes": model.field.nbytes,
@@ -524,8 +524,15 @@ def _measure(run: _Run, model: TrainedModel, checkpoint: Path | None) -> dict[st
         "quality_ssim": None if quality is None else quality["ssim"],
         "render_rays_per_s": render_throughput(model, held_out_cameras(model, teacher)),
         "checkpoint": None if checkpoint is None else str(checkpoint.relative_to(run.folder)),
-        "gtk": gtk,
+        "gtk": _kernel(model, teacher) if run.gtk else None,
     }
+
+
+def _kernel(student: TrainedModel, teacher: TrainedModel) -> dict[str, float]:
+    """``--gtk``: the student's tangent-kernel figures on the teacher's points and σ_raw."""
+    from .tangent_kernel import gtk_summary
+
+    return gtk_summary(student, reference=teacher)
 
 
 def render_throughput(model: TrainedModel, cameras: Any, views: int = THROUGHPUT_VIEWS) -> float:

@@ -245,13 +245,17 @@ def clipped_density_error(
     return torch.where(target >= high, -F.relu(high - student_raw), error)
 
 
-def reduce_squared(squared: torch.Tensor, count: float, reduction: str) -> torch.Tensor:
+def reduce_squared(
+    squared: torch.Tensor, count: float | torch.Tensor, reduction: str
+) -> torch.Tensor:
     """A loss from (weighted) squared errors: their mean over ``count`` entries (``"mean"``) or
     the un-squared L2 norm of the errors, ``sqrt(Σ squared)`` (``"norm"``, the reference PVD
     code's choice; its gradient is taken as 0 where every error is 0)."""
     total = squared.sum()
     if reduction == "norm":
         return total.clamp_min(1e-20).sqrt()
+    if isinstance(count, torch.Tensor):  # stays on the device: no synchronisation per step
+        return total / count.clamp_min(1e-8)
     return total / max(count, 1e-8)
 
 
@@ -293,7 +297,7 @@ def point_loss(
     density = clipped_density_error(sv[:, 0], tv[:, 0], clip).pow(2)
     density = reduce_squared(density, density.numel(), reduction)
     colour = weight[:, None] * (s_rgb - t_rgb).pow(2)
-    colour = reduce_squared(colour, 3 * float(weight.sum()), reduction)
+    colour = reduce_squared(colour, 3 * weight.sum(), reduction)
     return density, colour
 
 
@@ -1041,17 +1045,21 @@ def _convert(
             reporter.update(step, loss=value)
             if settings.eval_every and step % settings.eval_every == 0:
                 tick, tick_cpu = time.perf_counter(), time.process_time()
-                curve.append(
-                    _curve_point(
-                        student,
-                        teacher,
-                        held_out,
-                        teacher_images,
-                        data,
-                        step,
-                        tick - loop_start - eval_seconds,
+                # the evaluation draws random numbers (occupancy jitter): it must not change
+                # the training that follows, so the hook leaves the run's result as it was
+                cuda = [student.aabb.device] if student.aabb.device.type == "cuda" else []
+                with torch.random.fork_rng(devices=cuda):
+                    curve.append(
+                        _curve_point(
+                            student,
+                            teacher,
+                            held_out,
+                            teacher_images,
+                            data,
+                            step,
+                            tick - loop_start - eval_seconds,
+                        )
                     )
-                )
                 student.train()
                 eval_seconds += time.perf_counter() - tick
                 eval_cpu += time.process_time() - tick_cpu

@@ -93,6 +93,9 @@ def test_a_rerun_skips_finished_students_and_redoes_a_half_done_one(
     shutil.copytree(comparison, folder)
     before = json.loads((folder / "results.json").read_text())["records"]
     (folder / "records" / "distilled-hashgrid-s0.json").unlink()  # interrupted before its record
+    mlp_record = folder / "records" / "distilled-mlp-s0.json"
+    without_kernel = {**json.loads(mlp_record.read_text()), "gtk": None}  # finished without --gtk
+    mlp_record.write_text(json.dumps(without_kernel))
     converted: list[str] = []
     real_convert = compare_module.convert
 
@@ -102,10 +105,13 @@ def test_a_rerun_skips_finished_students_and_redoes_a_half_done_one(
 
     monkeypatch.setattr(compare_module, "convert", counting_convert)
     table = compare(
-        tiny_checkpoint, STUDENTS, out=folder, data=tiny_dataset, overrides=TINY_DISTILL
+        tiny_checkpoint, STUDENTS, out=folder, data=tiny_dataset, overrides=TINY_DISTILL, gtk=True
     )
     assert converted == ["hashgrid"]
-    assert table.records[0].to_dict() == before[0]  # the finished one is read back unchanged
+    finished = table.records[0].to_dict()
+    kernel, expected = finished.pop("gtk"), dict(before[0])
+    assert finished == {k: v for k, v in expected.items() if k != "gtk"}  # read back unchanged
+    assert kernel["delta"] == pytest.approx(expected["gtk"]["delta"])  # --gtk added from its file
     assert (folder / "records" / "distilled-hashgrid-s0.json").exists()
 
 

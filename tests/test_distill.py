@@ -335,6 +335,15 @@ def test_bad_recipe_values_are_refused_by_name(
         convert(teachers["hashgrid"], "mlp", overrides=overrides)
 
 
+def test_the_evaluation_hook_does_not_change_the_student(teachers: dict[str, Path]) -> None:
+    plain, _ = convert(teachers["hashgrid"], "plenoxels", overrides=tiny_distill("plenoxels"))
+    sets = tiny_distill("plenoxels", "distill.eval_every=2")
+    hooked, report = convert(teachers["hashgrid"], "plenoxels", overrides=sets)
+    assert [p["step"] for p in report.curve] == [2, 4, 6, 8]
+    for key, value in plain.field.state_dict().items():
+        assert torch.equal(value, hooked.field.state_dict()[key]), key
+
+
 def test_an_imported_teacher_in_memory_is_named_by_its_file(teachers: dict[str, Path]) -> None:
     model = TrainedModel.load(teachers["hashgrid"])
     assert load_teacher(model, "cpu")[1] == "in memory"
