@@ -36,7 +36,8 @@ bench: install
 	$(VENV)/bin/python benchmarks/teachers.py
 	$(VENV)/bin/python benchmarks/convert.py students
 	$(VENV)/bin/python benchmarks/convert.py ablation
-	$(VENV)/bin/python benchmarks/convert.py speedup
+	$(VENV)/bin/python benchmarks/convert.py speedup --size 64
+	$(VENV)/bin/python benchmarks/convert.py speedup --size 128
 	$(VENV)/bin/python benchmarks/convert.py matrix
 	$(VENV)/bin/python benchmarks/compare.py
 	OMP_NUM_THREADS=1 $(VENV)/bin/python benchmarks/gtk.py

@@ -1058,6 +1058,7 @@ def _convert(
                             data,
                             step,
                             tick - loop_start - eval_seconds,
+                            tick_cpu - cpu_start - eval_cpu,
                         )
                     )
                 student.train()
@@ -1188,9 +1189,12 @@ def _curve_point(
     data: Dataset | None,
     step: int,
     seconds: float,
+    cpu_seconds: float,
 ) -> dict[str, float]:
-    """One point of the fidelity (and, with ``data``, quality) curve. The student's renders of
-    the held-out cameras are reused for quality when they are the dataset's test cameras."""
+    """One point of the fidelity (and, with ``data``, quality) curve at ``seconds`` of wall time
+    and ``cpu_seconds`` of this process's CPU time into the run (evaluations excluded from both).
+    The student's renders of the held-out cameras are reused for quality when they are the
+    dataset's test cameras."""
     student.eval()
     model = TrainedModel(
         student, final_grid(student, teacher.grid), teacher.scene, teacher.render, {}, {}
@@ -1199,6 +1203,7 @@ def _curve_point(
     point = {
         "step": step,
         "seconds": round(seconds, 3),
+        "cpu_seconds": round(cpu_seconds, 3),
         "fidelity_psnr": score_images(renders, teacher_images).psnr,
     }
     if data is not None and "test" in data.splits:

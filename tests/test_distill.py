@@ -4,6 +4,7 @@ steps at tiny size, density clipping, warm starts, decoder inheritance, resume, 
 from __future__ import annotations
 
 import dataclasses
+import itertools
 from pathlib import Path
 
 import pytest
@@ -340,6 +341,8 @@ def test_the_evaluation_hook_does_not_change_the_student(teachers: dict[str, Pat
     sets = tiny_distill("plenoxels", "distill.eval_every=2")
     hooked, report = convert(teachers["hashgrid"], "plenoxels", overrides=sets)
     assert [p["step"] for p in report.curve] == [2, 4, 6, 8]
+    cpu = [p["cpu_seconds"] for p in report.curve]  # evaluations excluded: at most the steps'
+    assert all(a < b for a, b in itertools.pairwise(cpu)) and cpu[-1] <= report.cpu_seconds
     for key, value in plain.field.state_dict().items():
         assert torch.equal(value, hooked.field.state_dict()[key]), key
 
