@@ -24,9 +24,11 @@ the model option ``config.sigma_clip``, off by default. ``clip = false`` compare
 
 pvd's choices beyond the paper (inheritance and warm starts can be switched off in the recipe):
 
-- losses are means of squared errors by default (``loss_reduction = "mean"``); the reference code
-  uses un-squared L2 norms of the batch error with weights 2e-3 (features, density, colour) and 1
-  (pixels), available as ``loss_reduction = "norm"`` and measured in BENCHMARKS.md; the colour
+- losses are un-squared L2 norms of the batch errors with weights 2e-3 (features, density, colour)
+  and 1 (pixels), ``loss_reduction = "norm"``, as the reference code (DESIGN.md), which also decays
+  the feature weight (pvd keeps it constant). ``"mean"`` — means of squared errors, weights
+  1 / 0.01 / 1 / 1 — was pvd's first default and lost to the norms on all six students
+  (BENCHMARKS.md, ablation). The colour
   term of stages 2–3 is weighted by the teacher's opacity over one render step,
   ``1 − exp(−σ_t·δ)``, so the colour of empty space (never rendered) does not compete for capacity;
 - stage 1 compares all 28 channels between two Plenoxels grids (their SH coefficients mean the
@@ -99,10 +101,10 @@ class DistillSettings:
     target_samples: int = 32768
     sigma_clip: list[float] = dataclasses.field(default_factory=lambda: [-2.0, 7.0])
     clip: bool = True
-    loss_reduction: str = "mean"
-    feature_weight: float = 1.0
-    density_weight: float = 0.01
-    color_weight: float = 1.0
+    loss_reduction: str = "norm"
+    feature_weight: float = 2e-3
+    density_weight: float = 2e-3
+    color_weight: float = 2e-3
     rgb_weight: float = 1.0
     regularizer_weight: float = 1.0
     inherit_decoder: bool = True

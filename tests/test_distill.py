@@ -152,7 +152,7 @@ def test_norm_reduction_is_the_unsquared_l2_norm_and_mean_the_mean_squared_error
     # channel 0: 0.5 - 0 inside the range; -5 clamps to the floor -2, where -3 costs relu(-3+2) = 0
     squared = torch.tensor([0.25 + 1.0 + 4.0, 0.0 + 0.0 + 1.0])
     norm = volume_loss(student, teacher, (-2.0, 7.0), True, "norm")
-    assert float(norm) == pytest.approx(float(squared.sum().sqrt()))
+    assert norm.item() == pytest.approx(squared.sum().sqrt().item())
     mean = volume_loss(student, teacher, (-2.0, 7.0), True, "mean")
     assert float(mean) == pytest.approx(float(squared.sum() / 6))
     exact = teacher.clone().requires_grad_()
