@@ -154,7 +154,7 @@ def test_norm_reduction_is_the_unsquared_l2_norm_and_mean_the_mean_squared_error
     norm = volume_loss(student, teacher, (-2.0, 7.0), True, "norm")
     assert norm.item() == pytest.approx(squared.sum().sqrt().item())
     mean = volume_loss(student, teacher, (-2.0, 7.0), True, "mean")
-    assert float(mean) == pytest.approx(float(squared.sum() / 6))
+    assert mean.item() == pytest.approx((squared.sum() / 6).item())
     exact = teacher.clone().requires_grad_()
     volume_loss(exact, teacher, (-2.0, 7.0), True, "norm").backward()
     assert torch.equal(exact.grad, torch.zeros_like(teacher))  # no NaN at an exact match
