@@ -38,6 +38,7 @@ bench: install
 	$(VENV)/bin/python benchmarks/convert.py ablation
 	$(VENV)/bin/python benchmarks/convert.py speedup --size 64
 	$(VENV)/bin/python benchmarks/convert.py speedup --size 128
+	$(VENV)/bin/python benchmarks/convert.py speedup --size 128 --distil-steps 1200
 	$(VENV)/bin/python benchmarks/convert.py matrix
 	$(VENV)/bin/python benchmarks/compare.py
 	OMP_NUM_THREADS=1 $(VENV)/bin/python benchmarks/gtk.py

@@ -24,6 +24,7 @@ only rewrites BENCHMARKS.md from the cache.
     python benchmarks/convert.py ablation
     python benchmarks/convert.py speedup --size 64 --scratch-budget 600
     python benchmarks/convert.py speedup --size 128 --scratch-budget 600
+    python benchmarks/convert.py speedup --size 128 --scratch-budget 600 --distil-steps 1200
     python benchmarks/convert.py --report
 """
 

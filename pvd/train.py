@@ -260,7 +260,7 @@ def _train(
         "steps": step + 1,
         "seed": settings.seed,
         "train_seconds": round(wall, 2),
-        "train_cpu_seconds": round(cpu, 2),  # all threads; contention does not inflate it
+        "train_cpu_seconds": round(cpu, 2),  # all threads; less load-dependent than wall
         "device": str(device),
         "versions": _versions(),
         "time": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
