@@ -36,6 +36,7 @@ bench: install
 	$(VENV)/bin/python benchmarks/teachers.py
 	$(VENV)/bin/python benchmarks/convert.py students
 	$(VENV)/bin/python benchmarks/convert.py ablation
+	$(VENV)/bin/python benchmarks/convert.py speedup --size 64 --scratch-budget 300
 	$(VENV)/bin/python benchmarks/convert.py speedup --size 64
 	$(VENV)/bin/python benchmarks/convert.py speedup --size 128
 	$(VENV)/bin/python benchmarks/convert.py speedup --size 128 --distil-steps 1200
